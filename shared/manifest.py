@@ -1,0 +1,232 @@
+"""Manifests: the JSON-lines list of frames every component reads.
+
+Format (one JSON object per line, UTF-8):
+
+* line 1, the header: ``{"format": "xmodal-manifest", "version": 1, "dataset": "synth", "classes": [...]}``
+* every other line, one :class:`FrameRecord`.
+
+Paths inside a manifest are relative to the manifest's own directory (absolute paths are allowed).
+Boxes are ``[x1, y1, x2, y2]`` in pixels of the RGB image, pixel-edge coordinates (0 = left edge of
+column 0), x2/y2 exclusive, the torchvision convention. Depth PNGs are uint16 millimetres, 0 = missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from shared.camera import Intrinsics
+from shared.errors import FrameNotFoundError, ManifestError
+from shared.ids import validate_frame_id
+
+__all__ = [
+    "MANIFEST_FORMAT",
+    "MANIFEST_VERSION",
+    "FrameRecord",
+    "Manifest",
+    "ManifestHeader",
+    "ObjectBox",
+    "read_manifest",
+    "write_manifest",
+]
+
+MANIFEST_FORMAT = "xmodal-manifest"
+MANIFEST_VERSION = 1
+
+FrameId = Annotated[str, AfterValidator(validate_frame_id)]
+Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$")]
+
+
+class ObjectBox(BaseModel):
+    """One labelled object: class name and box (pixels, x1 y1 x2 y2, x2/y2 exclusive)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    label: str = Field(min_length=1)
+    box: tuple[float, float, float, float]
+    difficult: bool = False
+
+    @field_validator("box")
+    @classmethod
+    def _positive_area(cls, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        x1, y1, x2, y2 = box
+        if not (x2 > x1 and y2 > y1):
+            raise ValueError(f"box {list(box)} must have x2 > x1 and y2 > y1")
+        return box
+
+
+class FrameRecord(BaseModel):
+    """One frame: id, split, and the paths of its modalities.
+
+    ``objects`` is ``None`` for unlabelled frames and a (possibly empty) list for labelled ones.
+    ``rgb_next`` is frame t+1 of a clip (flow pairs); ``flow`` the encoded flow image of (t, t+1).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: FrameId
+    split: Name
+    rgb: str = Field(min_length=1)
+    depth: str | None = None
+    raw_depth: str | None = None
+    hha: str | None = None
+    rgb_next: str | None = None
+    flow: str | None = None
+    intrinsics: Intrinsics | None = None
+    objects: list[ObjectBox] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FrameRecord:
+        if self.raw_depth is not None and self.depth is None:
+            raise ValueError("raw_depth is given without depth")
+        if self.depth is not None and self.intrinsics is None:
+            raise ValueError("a frame with depth needs intrinsics (HHA back-projects through the camera)")
+        return self
+
+    @property
+    def labeled(self) -> bool:
+        return self.objects is not None
+
+
+class ManifestHeader(BaseModel):
+    """First line of a manifest: format tag, version, dataset name and the ordered class list."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    format: Literal["xmodal-manifest"] = MANIFEST_FORMAT
+    version: Literal[1] = MANIFEST_VERSION
+    dataset: Name
+    classes: list[str] = Field(default_factory=list)
+    description: str = ""
+
+
+class Manifest:
+    """A validated header plus frames, with paths resolved against the manifest's directory."""
+
+    def __init__(
+        self, header: ManifestHeader, frames: Iterable[FrameRecord], root: Path, source: str | None = None
+    ) -> None:
+        self.header = header
+        self.frames = list(frames)
+        self.root = Path(root)
+        self.source = source or str(self.root)
+        self._index = {f.id: i for i, f in enumerate(self.frames)}
+        if len(self._index) != len(self.frames):
+            seen: set[str] = set()
+            dup = next(f.id for f in self.frames if f.id in seen or seen.add(f.id))  # type: ignore[func-returns-value]
+            raise ManifestError(self.source, None, f"duplicate frame id {dup!r}")
+        known = set(header.classes)
+        for f in self.frames:
+            for obj in f.objects or ():
+                if known and obj.label not in known:
+                    raise ManifestError(
+                        self.source, None, f"frame {f.id!r} has label {obj.label!r} not in classes {sorted(known)}"
+                    )
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __iter__(self) -> Iterator[FrameRecord]:
+        return iter(self.frames)
+
+    def __getitem__(self, frame_id: str) -> FrameRecord:
+        try:
+            return self.frames[self._index[validate_frame_id(frame_id)]]
+        except KeyError:
+            raise FrameNotFoundError(f"frame {frame_id!r} is not in the manifest under {self.root}") from None
+
+    def __contains__(self, frame_id: object) -> bool:
+        return frame_id in self._index
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.header.classes)
+
+    def split(self, *names: str) -> list[FrameRecord]:
+        """Frames whose split is one of ``names`` (in manifest order)."""
+        return [f for f in self.frames if f.split in names]
+
+    def splits(self) -> dict[str, int]:
+        """Frame count per split."""
+        counts: dict[str, int] = {}
+        for f in self.frames:
+            counts[f.split] = counts.get(f.split, 0) + 1
+        return counts
+
+    def path(self, relative: str) -> Path:
+        """Absolute path of a path stored in this manifest."""
+        p = Path(relative)
+        return p if p.is_absolute() else self.root / p
+
+
+def _parse_line(path: str, lineno: int, text: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ManifestError(path, lineno, f"not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(obj, dict):
+        raise ManifestError(path, lineno, f"expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _validation_error(path: str, lineno: int, err: ValidationError) -> ManifestError:
+    first = err.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or None
+    return ManifestError(path, lineno, first["msg"], field=field)
+
+
+def read_manifest(path: str | os.PathLike[str]) -> Manifest:
+    """Read and validate a manifest.
+
+    Raises:
+        ManifestError: naming the file, 1-based line and field of the first problem.
+        FileNotFoundError: when the file does not exist.
+    """
+    p = Path(path)
+    name = str(p)
+    if not p.is_file():
+        raise FileNotFoundError(f"manifest {name} does not exist")
+    header: ManifestHeader | None = None
+    frames: list[FrameRecord] = []
+    with p.open(encoding="utf-8") as fh:
+        for lineno, text in enumerate(fh, start=1):
+            if not text.strip():
+                continue
+            obj = _parse_line(name, lineno, text)
+            try:
+                if header is None:
+                    if obj.get("format") != MANIFEST_FORMAT:
+                        raise ManifestError(
+                            name, lineno, f"expected a header with format {MANIFEST_FORMAT!r}, got {obj.get('format')!r}",
+                            field="format",
+                        )
+                    header = ManifestHeader.model_validate(obj)
+                else:
+                    frames.append(FrameRecord.model_validate(obj))
+            except ValidationError as e:
+                raise _validation_error(name, lineno, e) from None
+    if header is None:
+        raise ManifestError(name, None, "empty manifest: expected a header line")
+    return Manifest(header, frames, p.resolve().parent, source=name)
+
+
+def write_manifest(
+    path: str | os.PathLike[str], header: ManifestHeader, frames: Iterable[FrameRecord]
+) -> Path:
+    """Write a manifest atomically (temp file + rename), so a reader never sees half a file."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
+    with tmp.open("w", encoding="utf-8") as fh:
+        fh.write(header.model_dump_json() + "\n")
+        for f in frames:
+            fh.write(f.model_dump_json(exclude_none=True) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, p)
+    return p
