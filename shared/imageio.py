@@ -15,7 +15,7 @@ import numpy as np
 
 from shared.errors import DataError, ImageReadError
 
-__all__ = ["read_depth_m", "read_depth_raw", "read_rgb", "write_image", "write_depth_mm"]
+__all__ = ["read_depth_m", "read_depth_raw", "read_rgb", "write_depth_mm", "write_image"]
 
 
 def _imread(path: str | os.PathLike[str], flags: int) -> np.ndarray:

@@ -18,7 +18,15 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from shared.camera import Intrinsics
 from shared.errors import FrameNotFoundError, ManifestError
@@ -201,10 +209,9 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
             try:
                 if header is None:
                     if obj.get("format") != MANIFEST_FORMAT:
-                        raise ManifestError(
-                            name, lineno, f"expected a header with format {MANIFEST_FORMAT!r}, got {obj.get('format')!r}",
-                            field="format",
-                        )
+                        got = obj.get("format")
+                        msg = f"expected a header with format {MANIFEST_FORMAT!r}, got {got!r}"
+                        raise ManifestError(name, lineno, msg, field="format")
                     header = ManifestHeader.model_validate(obj)
                 else:
                     frames.append(FrameRecord.model_validate(obj))

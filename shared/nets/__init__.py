@@ -1,0 +1,1 @@
+"""Networks both sides agree on: AlexNet-style trunks, torchvision teachers, pool5 geometry."""

@@ -1,0 +1,165 @@
+"""Teacher trunks up to pool5: torchvision ImageNet CNNs, or our own checkpoints.
+
+A teacher is frozen and identified by :class:`TeacherIdentity` (architecture, layer, weights digest,
+input normalisation); the feature store records it so a student never trains against features of a
+different teacher than it thinks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from shared.errors import WeightsUnavailableError
+from shared.nets.trunks import AlexNetTrunk, TrunkSpec
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "TEACHER_ARCHS",
+    "LoadedTeacher",
+    "TeacherIdentity",
+    "load_teacher",
+    "weights_digest",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# torchvision builders and their ImageNet weight enums; `.features` is conv1 .. pool5 for both.
+_TORCHVISION: dict[str, tuple[Callable[..., nn.Module], Any]] = {
+    "alexnet": (torchvision.models.alexnet, torchvision.models.AlexNet_Weights.IMAGENET1K_V1),
+    "vgg16": (torchvision.models.vgg16, torchvision.models.VGG16_Weights.IMAGENET1K_V1),
+}
+TEACHER_ARCHS = (*sorted(_TORCHVISION), "checkpoint")
+
+
+class TeacherIdentity(BaseModel):
+    """Everything that determines a teacher's features, recorded in the feature store."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    arch: str
+    layer: str = "pool5"
+    weights: str
+    weights_digest: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    out_channels: int
+
+    def short_id(self) -> str:
+        """A compact id for headers and logs: ``arch-layer-digest12``."""
+        return f"{self.arch}-{self.layer}-{self.weights_digest[:12]}"
+
+
+class LoadedTeacher(BaseModel):
+    """A frozen trunk plus its identity."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
+
+    trunk: nn.Module
+    identity: TeacherIdentity
+
+
+def weights_digest(module: nn.Module) -> str:
+    """SHA-256 over parameter and buffer names, shapes, dtypes and bytes, in sorted name order."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _freeze(trunk: nn.Module) -> nn.Module:
+    trunk.eval()
+    for p in trunk.parameters():
+        p.requires_grad_(False)
+    return trunk
+
+
+def _torchvision_trunk(arch: str, weights: str, seed: int) -> nn.Module:
+    builder, enum = _TORCHVISION[arch]
+    if weights == "random":  # the untrained-teacher control: reproducible from the seed
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return builder(weights=None).features
+    if weights != "imagenet":
+        raise ValueError(f"weights for {arch!r} must be 'imagenet', 'random' or a checkpoint path, got {weights!r}")
+    try:
+        return builder(weights=enum).features
+    except (OSError, RuntimeError) as e:  # URLError is an OSError; a corrupt download raises RuntimeError
+        cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
+        raise WeightsUnavailableError(
+            f"could not load torchvision's {enum} for {arch!r} ({type(e).__name__}: {e}). "
+            f"This machine may be offline: download {enum.url} elsewhere and place it at {cache}, "
+            "or pass a checkpoint file with --weights PATH."
+        ) from e
+
+
+def _trunk_state(ckpt: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
+    """The trunk's state dict from one of our checkpoints (student, teacher or detector)."""
+    state = ckpt.get("model", ckpt)
+    if not isinstance(state, dict):
+        raise WeightsUnavailableError(f"checkpoint {path} holds no state dict under 'model'")
+    if any(k.startswith("trunk.") for k in state):
+        state = {k[len("trunk."):]: v for k, v in state.items() if k.startswith("trunk.")}
+    return state
+
+
+def _checkpoint_trunk(path: Path) -> tuple[nn.Module, tuple[float, ...], tuple[float, ...], str]:
+    if not path.is_file():
+        raise WeightsUnavailableError(f"teacher checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # torch raises several types for truncated or foreign files
+        raise WeightsUnavailableError(f"cannot read teacher checkpoint {path}: {type(e).__name__}: {e}") from e
+    meta = ckpt.get("trunk") if isinstance(ckpt, dict) else None
+    if not isinstance(meta, dict) or "spec" not in meta:
+        raise WeightsUnavailableError(
+            f"checkpoint {path} has no 'trunk' description (spec, in_channels, mean, std); "
+            "it was not written by this project's trainers"
+        )
+    trunk = AlexNetTrunk(TrunkSpec.model_validate(meta["spec"]), in_channels=int(meta.get("in_channels", 3)))
+    state = _trunk_state(ckpt, path)
+    missing, _ = trunk.load_state_dict(state, strict=False)
+    if missing:
+        raise WeightsUnavailableError(f"checkpoint {path} lacks trunk weights {missing[:4]}...")
+    return trunk, tuple(meta["mean"]), tuple(meta["std"]), meta["spec"]["name"]
+
+
+def load_teacher(arch: str, weights: str = "imagenet", seed: int = 0) -> LoadedTeacher:
+    """Load a frozen teacher trunk (conv1 .. pool5).
+
+    Args:
+        arch: ``alexnet`` or ``vgg16`` (torchvision), or ``checkpoint`` (our own trunk/detector checkpoint).
+        weights: ``imagenet`` / ``random`` for torchvision archs; a file path for ``checkpoint``.
+        seed: initialises ``random`` weights reproducibly.
+    Raises:
+        ValueError: unknown arch.
+        WeightsUnavailableError: weights cannot be downloaded or read; the message says what to do.
+    """
+    if arch in _TORCHVISION:
+        trunk = _torchvision_trunk(arch, weights, seed)
+        mean, std, label = IMAGENET_MEAN, IMAGENET_STD, weights
+    elif arch == "checkpoint":
+        path = Path(os.path.expanduser(weights))
+        trunk, mean, std, spec_name = _checkpoint_trunk(path)
+        arch, label = spec_name, str(path)
+    else:
+        raise ValueError(f"unknown teacher arch {arch!r}; known: {list(TEACHER_ARCHS)}")
+    trunk = _freeze(trunk)
+    out_channels = [m for m in trunk.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
+    identity = TeacherIdentity(
+        arch=arch, weights=label, weights_digest=weights_digest(trunk),
+        mean=mean, std=std, out_channels=out_channels,  # type: ignore[arg-type]
+    )
+    return LoadedTeacher(trunk=trunk, identity=identity)

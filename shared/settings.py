@@ -1,0 +1,78 @@
+"""Typed settings per process, overridable by environment variables and CLI flags.
+
+Each command defines one pydantic-settings class; :func:`add_settings_arguments` turns its fields into
+``--flags`` (help text from the field descriptions, naming the env var), and :func:`settings_from_args`
+builds the object with the precedence flag > env var > default. Bad values fail before any work starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import types
+import typing
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings
+
+from shared.errors import ConfigError
+
+__all__ = ["add_settings_arguments", "env_name", "settings_from_args"]
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def env_name(cls: type[BaseSettings], field: str) -> str:
+    """The environment variable that sets ``field`` of ``cls``."""
+    return f"{cls.model_config.get('env_prefix', '')}{field}".upper()
+
+
+def _is_sequence(annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_sequence(a) for a in typing.get_args(annotation) if a is not type(None))
+    return origin in (list, tuple, set, frozenset)
+
+
+def _choices(annotation: Any) -> list[str] | None:
+    """The allowed values of a ``Literal`` field (also inside ``list[Literal[...]]``), else None."""
+    if typing.get_origin(annotation) is typing.Literal:
+        return [str(a) for a in typing.get_args(annotation)]
+    for arg in typing.get_args(annotation):
+        if (found := _choices(arg)) is not None:
+            return found
+    return None
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser, cls: type[BaseSettings]) -> None:
+    """Add one ``--flag`` per settings field; defaults stay in the settings class."""
+    for name, field in cls.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        shown = "required" if field.is_required() else f"default: {field.get_default(call_default_factory=True)}"
+        help_text = f"{field.description or name} [env {env_name(cls, name)}; {shown}]"
+        choices = _choices(field.annotation)
+        if field.annotation is bool:
+            parser.add_argument(flag, dest=name, default=None, action=argparse.BooleanOptionalAction, help=help_text)
+        elif _is_sequence(field.annotation):
+            parser.add_argument(flag, dest=name, default=None, nargs="+", choices=choices, help=help_text)
+        else:
+            metavar = None if choices else name.upper()
+            parser.add_argument(flag, dest=name, default=None, choices=choices, metavar=metavar, help=help_text)
+
+
+def settings_from_args(cls: type[S], args: argparse.Namespace) -> S:
+    """Build ``cls`` from parsed flags (unset flags fall back to env vars, then defaults).
+
+    Raises:
+        ConfigError: naming the flag / env var and the reason, for every invalid value.
+    """
+    given = {k: v for k, v in vars(args).items() if k in cls.model_fields and v is not None}
+    try:
+        return cls(**given)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            flag = "--" + field.replace("_", "-")
+            problems.append(f"{flag} / {env_name(cls, field)}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(problems)) from None
