@@ -29,6 +29,8 @@ def env_name(cls: type[BaseSettings], field: str) -> str:
 
 def _is_sequence(annotation: Any) -> bool:
     origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _is_sequence(typing.get_args(annotation)[0])
     if origin in (typing.Union, types.UnionType):
         return any(_is_sequence(a) for a in typing.get_args(annotation) if a is not type(None))
     return origin in (list, tuple, set, frozenset)

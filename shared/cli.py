@@ -1,0 +1,174 @@
+"""``xmodal-data``: make and prepare datasets (synthetic set, encoders, importers, checks)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.errors import XModalError
+from shared.settings import add_settings_arguments, settings_from_args
+
+__all__ = ["main"]
+
+_ENV = "XMODAL_DATA_"
+
+
+class SynthSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=_ENV + "SYNTH_", extra="ignore")
+
+    out: Path = Field(Path("runs/data/synth"), description="output folder (manifest.jsonl, rgb/, depth/, ...)")
+    profile: Literal["tiny", "quick", "full"] = Field("quick", description="size profile")
+    seed: int = Field(0, description="dataset seed; the same seed gives byte-identical files")
+    workers: int | None = Field(None, ge=1, description="processes (default: all cores)")
+    encode: bool = Field(True, description="also encode HHA and flow images after rendering")
+    progress: bool = Field(True, description="show progress bars")
+
+
+class EncodeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=_ENV + "ENCODE_", extra="ignore")
+
+    manifest: Path = Field(description="manifest to encode; rewritten in place with hha/flow paths")
+    modalities: list[Literal["hha", "flow"]] = Field(["hha", "flow"], description="what to encode")
+    flow_method: Literal["dis", "farneback"] = Field("dis", description="optical flow algorithm")
+    workers: int | None = Field(None, ge=1, description="processes (default: all cores)")
+    progress: bool = Field(True, description="show a progress bar")
+
+
+class ContactSheetSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=_ENV + "SHEET_", extra="ignore")
+
+    manifest: Path = Field(description="manifest to draw frames from")
+    out: Path = Field(Path("contact_sheet.png"), description="PNG to write")
+    rows: int = Field(6, ge=1, le=64, description="number of frames shown")
+
+
+class ValidateSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=_ENV + "VALIDATE_", extra="ignore")
+
+    manifest: Path = Field(description="manifest to check")
+    files: bool = Field(True, description="also check that every referenced file exists")
+
+
+class Nyud2Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=_ENV + "NYUD2_", extra="ignore")
+
+    mat: Path = Field(description="nyu_depth_v2_labeled.mat (MATLAB v7.3 / HDF5)")
+    meta: Path = Field(description="folder with nyusplits.mat and classMapping40.mat")
+    out: Path = Field(Path("runs/data/nyud2"), description="output folder")
+    crop: bool = Field(False, description="apply Gupta et al.'s 425x560 crop")
+    limit: int | None = Field(None, ge=1, description="import only the first N frames")
+    progress: bool = Field(True, description="show a progress bar")
+
+
+class VideoSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=_ENV + "VIDEO_", extra="ignore")
+
+    source: Path = Field(description="a video file (anything OpenCV reads) or a folder of frames")
+    out: Path = Field(Path("runs/data/video"), description="output folder")
+    dataset: str = Field("video", description="dataset prefix of the frame ids")
+    stride: int = Field(10, ge=1, description="take a pair every N frames")
+    step: int = Field(1, ge=1, description="frame t+step is the pair's second frame")
+    max_side: int | None = Field(None, ge=16, description="resize so the longer side is at most this")
+    split: str = Field("flow_transfer", description="split name written to the manifest")
+    progress: bool = Field(True, description="show a progress bar")
+
+
+def _synth(s: SynthSettings) -> None:
+    from shared.encode import encode_manifest
+    from shared.synth.config import SynthConfig
+    from shared.synth.contact_sheet import make_contact_sheet
+    from shared.synth.dataset import generate_synth
+
+    config = SynthConfig.profile(s.profile).model_copy(update={"seed": s.seed})
+    manifest = generate_synth(s.out, config, workers=s.workers, progress=s.progress)
+    if s.encode:
+        encode_manifest(manifest, workers=s.workers, progress=s.progress)
+        make_contact_sheet(manifest, s.out / "contact_sheet.png")
+    print(f"wrote {manifest}")
+
+
+def _encode(s: EncodeSettings) -> None:
+    from shared.encode import encode_manifest
+
+    counts = encode_manifest(s.manifest, s.modalities, s.workers, s.flow_method, s.progress)
+    print(f"encoded {counts} -> {s.manifest}")
+
+
+def _contact_sheet(s: ContactSheetSettings) -> None:
+    from shared.synth.contact_sheet import make_contact_sheet
+
+    print(f"wrote {make_contact_sheet(s.manifest, s.out, n=s.rows)}")
+
+
+def _validate(s: ValidateSettings) -> None:
+    from shared.manifest import read_manifest
+
+    m = read_manifest(s.manifest)
+    missing = []
+    if s.files:
+        fields = ("rgb", "depth", "raw_depth", "hha", "rgb_next", "flow")
+        for f in m:
+            missing += [f"{f.id}.{k}: {m.path(v)}" for k in fields if (v := getattr(f, k)) and not m.path(v).is_file()]
+    print(f"{s.manifest}: dataset {m.header.dataset!r}, {len(m)} frames, splits {m.splits()}, classes {m.classes}")
+    if missing:
+        raise XModalError(f"{len(missing)} referenced files are missing, e.g.\n  " + "\n  ".join(missing[:10]))
+
+
+def _nyud2(s: Nyud2Settings) -> None:
+    from shared.importers.nyud2 import import_nyud2
+
+    print(f"wrote {import_nyud2(s.mat, s.meta, s.out, crop=s.crop, limit=s.limit, progress=s.progress)}")
+
+
+def _video(s: VideoSettings) -> None:
+    from shared.importers.video import import_video
+
+    path = import_video(
+        s.source, s.out, dataset=s.dataset, stride=s.stride, step=s.step, max_side=s.max_side,
+        split=s.split, progress=s.progress,
+    )
+    print(f"wrote {path}")
+
+
+_COMMANDS: dict[str, tuple[type[BaseSettings], Callable, str]] = {
+    "synth": (SynthSettings, _synth, "render the built-in paired dataset (RGB, depth, raw depth, clips), "
+              "encode HHA + flow, draw a contact sheet"),
+    "encode": (EncodeSettings, _encode, "encode HHA and flow images for a manifest (parallel, resumable)"),
+    "contact-sheet": (ContactSheetSettings, _contact_sheet, "draw RGB | depth | HHA | flow rows with boxes"),
+    "validate": (ValidateSettings, _validate, "check a manifest (line/field errors) and its files"),
+    "nyud2": (Nyud2Settings, _nyud2, "import the NYUD2 labeled set (.mat) with Gupta et al.'s splits and 19 classes"),
+    "video": (VideoSettings, _video, "import a video or frame folder as frame pairs + flow images"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="xmodal-data",
+        description="Make and prepare paired datasets for cross-modal supervision transfer. "
+        "Every flag can also be set by the environment variable named in its help.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (cls, _, help_text) in _COMMANDS.items():
+        add_settings_arguments(sub.add_parser(name, help=help_text, description=help_text), cls)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cls, run, _ = _COMMANDS[args.command]
+    try:
+        run(settings_from_args(cls, args))
+    except (XModalError, FileNotFoundError) as e:
+        print(f"xmodal-data {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""Encode the paired modalities of a manifest: HHA from depth, flow images from (t, t+1) pairs.
+
+Runs frames in parallel processes with a progress bar. Resumable: an image already under its final
+name is skipped (every write is temp + rename, so a present file is a complete file). The manifest is
+rewritten (atomically) with the new ``hha`` / ``flow`` paths only after every frame succeeded, so a
+crash never leaves a manifest pointing at missing files.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+from tqdm import tqdm
+
+from shared.camera import Intrinsics
+from shared.flow import flow_image_from_pair
+from shared.hha import compute_hha
+from shared.imageio import read_depth_m, write_image
+from shared.manifest import FrameRecord, Manifest, read_manifest, write_manifest
+
+__all__ = ["MODALITIES", "EncodeJob", "encode_manifest"]
+
+MODALITIES = ("hha", "flow")
+
+
+@dataclass(frozen=True)
+class EncodeJob:
+    """One image to produce: which frame, which modality, from which inputs, to which path."""
+
+    frame_id: str
+    modality: str
+    inputs: tuple[str, ...]
+    output: str
+    intrinsics_json: str = ""  # set for HHA jobs (FrameRecord guarantees intrinsics with depth)
+    flow_method: str = "dis"
+
+
+def _init_worker() -> None:
+    cv2.setNumThreads(1)  # one frame per process; nested threading only thrashes the 2 cores
+
+
+def _run_job(job: EncodeJob) -> str:
+    if job.modality == "hha":
+        intr = Intrinsics.model_validate_json(job.intrinsics_json)
+        depth = read_depth_m(job.inputs[0])
+        raw = read_depth_m(job.inputs[1]) if len(job.inputs) > 1 else None
+        intr.check_image(depth.shape, what=f"depth {job.inputs[0]}")
+        img = compute_hha(depth, intr, raw)
+    else:
+        img = flow_image_from_pair(job.inputs[0], job.inputs[1], method=job.flow_method)
+    write_image(job.output, img)
+    return job.frame_id
+
+
+def _jobs_for(frame: FrameRecord, manifest: Manifest, modalities: Sequence[str], flow_method: str) -> list[EncodeJob]:
+    jobs = []
+    if "hha" in modalities and frame.depth is not None:
+        inputs = [str(manifest.path(frame.depth))]
+        if frame.raw_depth is not None:
+            inputs.append(str(manifest.path(frame.raw_depth)))
+        out = manifest.path(frame.hha or f"hha/{frame.id}.png")
+        intr = frame.intrinsics.model_dump_json() if frame.intrinsics else ""
+        jobs.append(EncodeJob(frame.id, "hha", tuple(inputs), str(out), intr))
+    if "flow" in modalities and frame.rgb_next is not None:
+        inputs = (str(manifest.path(frame.rgb)), str(manifest.path(frame.rgb_next)))
+        out = manifest.path(frame.flow or f"flow/{frame.id}.png")
+        jobs.append(EncodeJob(frame.id, "flow", inputs, str(out), flow_method=flow_method))
+    return jobs
+
+
+def _relative(path: str, root: Path) -> str:
+    p = Path(path)
+    return str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
+
+
+def encode_manifest(
+    manifest_path: str | os.PathLike[str],
+    modalities: Sequence[str] = MODALITIES,
+    workers: int | None = None,
+    flow_method: str = "dis",
+    progress: bool = True,
+) -> dict[str, int]:
+    """Encode HHA and/or flow images for every frame that has the inputs; update the manifest.
+
+    Returns:
+        counts: ``{"hha": written, "flow": written, "skipped": already present}``.
+    Raises:
+        ValueError: unknown modality.
+        ImageReadError / DataError: the first bad input, naming its file (nothing is marked done).
+    """
+    unknown = set(modalities) - set(MODALITIES)
+    if unknown:
+        raise ValueError(f"unknown modalities {sorted(unknown)}; known: {list(MODALITIES)}")
+    manifest = read_manifest(manifest_path)
+    jobs = [j for f in manifest for j in _jobs_for(f, manifest, modalities, flow_method)]
+    todo = [j for j in jobs if not Path(j.output).is_file()]
+    counts = {"hha": 0, "flow": 0, "skipped": len(jobs) - len(todo)}
+    workers = max(1, workers or os.cpu_count() or 1)
+    bar = tqdm(total=len(todo), desc="encode", unit="img", disable=not progress)
+    if workers == 1 or len(todo) < 4:
+        _init_worker()
+        for job in todo:
+            _run_job(job)
+            counts[job.modality] += 1
+            bar.update()
+    else:
+        with ProcessPoolExecutor(workers, initializer=_init_worker) as pool:
+            for job, _ in zip(todo, pool.map(_run_job, todo, chunksize=8), strict=True):
+                counts[job.modality] += 1
+                bar.update()
+    bar.close()
+    outputs = {(j.frame_id, j.modality): _relative(j.output, manifest.root) for j in jobs}
+    frames = [
+        f.model_copy(update={m: outputs[(f.id, m)] for m in MODALITIES if (f.id, m) in outputs}) for f in manifest
+    ]
+    write_manifest(manifest_path, manifest.header, frames)
+    return counts
