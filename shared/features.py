@@ -1,0 +1,187 @@
+"""The feature contract: how a pool5 map is encoded in the store and on the wire.
+
+A stored chunk is one frame's map, shape (C, H, W), serialised little-endian in ``dtype`` and then
+compressed with Zstandard (with the frame checksum on, so corruption is detected at decode). The
+server sends these bytes as they are; clients decode with :func:`decode_chunk`. Encodings are small
+frozen self-describing objects (``to_dict`` / ``from_dict``), recorded in the store and in headers.
+
+Batch responses (``application/x-xmodal-batch``) are framed as::
+
+    b"XMB1" | uint32 LE n | n bytes of UTF-8 JSON {"frames": [entry, ...]} | payload bytes
+
+where each entry is ``{"id", "status", "offset", "length"}`` plus, for status 200,
+``{"etag", "shape"}`` (dtype and codec are in the response headers), or ``{"code", "message"}``;
+``offset``/``length`` locate the entry's chunk bytes in the payload.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numcodecs
+import numpy as np
+
+from shared.errors import DataError
+
+__all__ = [
+    "BATCH_MAGIC",
+    "BATCH_MEDIA_TYPE",
+    "ENCODINGS",
+    "HEADER_CODEC",
+    "HEADER_DTYPE",
+    "HEADER_SHAPE",
+    "HEADER_TEACHER",
+    "NPY_MEDIA_TYPE",
+    "BatchEntry",
+    "FeatureEncoding",
+    "decode_batch",
+    "decode_chunk",
+    "encode_batch",
+    "encode_chunk",
+    "encoding",
+]
+
+HEADER_SHAPE = "X-Feature-Shape"
+HEADER_DTYPE = "X-Feature-Dtype"
+HEADER_CODEC = "X-Feature-Codec"
+HEADER_TEACHER = "X-Teacher-Id"
+BATCH_MEDIA_TYPE = "application/x-xmodal-batch"
+NPY_MEDIA_TYPE = "application/x-npy"
+BATCH_MAGIC = b"XMB1"
+_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FeatureEncoding:
+    """dtype + compressor of stored chunks. ``float32`` is lossless; ``float16`` halves the bytes."""
+
+    dtype: Literal["float32", "float16"]
+    codec: Literal["zstd"] = "zstd"
+    level: int = 1
+    checksum: bool = True
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("float32", "float16"):
+            raise ValueError(f"dtype must be 'float32' or 'float16', got {self.dtype!r}")
+        if self.codec != "zstd":
+            raise ValueError(f"codec must be 'zstd', got {self.codec!r}")
+        if not -7 <= self.level <= 22:
+            raise ValueError(f"zstd level must be in -7..22, got {self.level}")
+
+    @property
+    def lossless(self) -> bool:
+        return self.dtype == "float32"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.codec, "configuration": {"dtype": self.dtype, "level": self.level,
+                                                      "checksum": self.checksum, "version": _FORMAT_VERSION}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FeatureEncoding:
+        if not isinstance(data, dict) or "configuration" not in data:
+            raise ValueError(f"expected {{'name': ..., 'configuration': {{...}}}}, got {data!r}")
+        conf = dict(data["configuration"])
+        version = conf.pop("version", _FORMAT_VERSION)
+        if version != _FORMAT_VERSION:
+            raise ValueError(f"feature encoding version {version} is not supported (expected {_FORMAT_VERSION})")
+        return cls(codec=data.get("name", "zstd"), **conf)
+
+    def header(self) -> str:
+        """Compact form for the ``X-Feature-Codec`` header, e.g. ``zstd;level=1;checksum=1``."""
+        return f"{self.codec};level={self.level};checksum={int(self.checksum)}"
+
+
+ENCODINGS: dict[str, FeatureEncoding] = {
+    "f32-zstd1": FeatureEncoding("float32"),  # lossless default
+    "f16-zstd1": FeatureEncoding("float16"),  # lossy option: ~2x smaller, <= 2**-11 relative rounding
+}
+
+
+def encoding(name: str) -> FeatureEncoding:
+    """A named encoding; unknown names raise ValueError listing the known ones."""
+    try:
+        return ENCODINGS[name]
+    except KeyError:
+        raise ValueError(f"unknown feature encoding {name!r}; known: {sorted(ENCODINGS)}") from None
+
+
+def _zstd(enc: FeatureEncoding) -> numcodecs.Zstd:
+    return numcodecs.Zstd(level=enc.level, checksum=enc.checksum)
+
+
+def encode_chunk(array: np.ndarray, enc: FeatureEncoding) -> bytes:
+    """Encode one map exactly as the store's inner chunk codecs do (little-endian bytes + zstd)."""
+    data = np.ascontiguousarray(array, dtype=np.dtype(enc.dtype).newbyteorder("<"))
+    return bytes(_zstd(enc).encode(data))
+
+
+def decode_chunk(data: bytes, shape: Sequence[int], enc: FeatureEncoding) -> np.ndarray:
+    """Decode stored chunk bytes to a float32 array of ``shape``.
+
+    Raises:
+        DataError: corrupt or truncated bytes, or a size that does not match ``shape``.
+    """
+    try:
+        raw = _zstd(enc).decode(data)
+    except Exception as e:  # zstd raises RuntimeError/ValueError for corrupt frames
+        raise DataError(f"corrupt feature chunk ({len(data)} bytes): {e}") from e
+    dtype = np.dtype(enc.dtype).newbyteorder("<")
+    expected = int(np.prod(shape)) * dtype.itemsize
+    if len(raw) != expected:
+        raise DataError(f"feature chunk decodes to {len(raw)} bytes, expected {expected} for shape {tuple(shape)}")
+    return np.frombuffer(raw, dtype=dtype).reshape(tuple(shape)).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class BatchEntry:
+    """One frame of a batch response: status 200 with chunk bytes, or an error code and message."""
+
+    id: str
+    status: int
+    data: bytes = b""
+    etag: str | None = None
+    shape: tuple[int, ...] | None = None
+    code: str | None = None
+    message: str | None = None
+
+
+def encode_batch(entries: Sequence[BatchEntry]) -> bytes:
+    """Frame entries as ``XMB1 | len | JSON | payload`` (see the module docstring)."""
+    meta, offset = [], 0
+    for e in entries:
+        item: dict[str, Any] = {"id": e.id, "status": e.status, "offset": offset, "length": len(e.data)}
+        if e.status == 200:
+            item.update(etag=e.etag, shape=list(e.shape or ()))
+        else:
+            item.update(code=e.code, message=e.message)
+        meta.append(item)
+        offset += len(e.data)
+    head = json.dumps({"frames": meta}, separators=(",", ":")).encode()
+    return b"".join([BATCH_MAGIC, struct.pack("<I", len(head)), head, *(e.data for e in entries)])
+
+
+def decode_batch(body: bytes) -> list[BatchEntry]:
+    """Parse a batch body. Raises DataError for bad magic, truncation or inconsistent offsets."""
+    if len(body) < 8 or body[:4] != BATCH_MAGIC:
+        raise DataError(f"not a feature batch (magic {body[:4]!r}, expected {BATCH_MAGIC!r})")
+    (n,) = struct.unpack("<I", body[4:8])
+    if 8 + n > len(body):
+        raise DataError(f"truncated batch: header says {n} JSON bytes, body has {len(body) - 8}")
+    try:
+        frames = json.loads(body[8 : 8 + n])["frames"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise DataError(f"batch header is not the expected JSON: {e}") from e
+    payload = memoryview(body)[8 + n :]
+    out = []
+    for f in frames:
+        start, length = int(f["offset"]), int(f["length"])
+        if start < 0 or length < 0 or start + length > len(payload):
+            raise DataError(f"batch entry {f.get('id')!r} points outside the payload ({start}+{length})")
+        out.append(BatchEntry(id=f["id"], status=int(f["status"]), data=bytes(payload[start : start + length]),
+                              etag=f.get("etag"), shape=tuple(f["shape"]) if f.get("shape") else None,
+                              code=f.get("code"), message=f.get("message")))
+    return out

@@ -1,0 +1,104 @@
+"""The FastAPI application: ``create_app(settings)`` opens the stores once and wires the routers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.errors import FrameIdError, FrameNotFoundError, XModalError
+from teacher_server.deps import Unauthorized
+from teacher_server.errors import BatchTooLargeError, CorruptFeatureError, NotYetComputedError
+from teacher_server.metrics import Metrics, MetricsMiddleware
+from teacher_server.reader import ChunkReader
+from teacher_server.routes import features, health, info
+from teacher_server.routes.features import BatchRequestError
+from teacher_server.settings import ServeSettings
+from teacher_server.store import FeatureStore
+
+__all__ = ["create_app", "create_app_from_env", "open_reader"]
+
+# Domain error -> (HTTP status, stable error code). Clients switch on the code, people read the message.
+_ERRORS: list[tuple[type[Exception], int, str]] = [
+    (FrameIdError, 400, "malformed_id"),
+    (NotYetComputedError, 404, "not_computed"),
+    (FrameNotFoundError, 404, "unknown_frame"),
+    (BatchTooLargeError, 413, "too_large"),
+    (BatchRequestError, 422, "invalid_request"),
+    (CorruptFeatureError, 500, "corrupt_feature"),
+    (Unauthorized, 401, "unauthorized"),
+]
+
+
+def _error(status: int, code: str, message: str, metrics: Metrics, headers: dict[str, str] | None = None):
+    metrics.errors.labels(code).inc()
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def open_reader(settings: ServeSettings) -> ChunkReader:
+    """Open every store read-only; they must share one teacher and encoding (one target space per server)."""
+    stores = [FeatureStore.open(p) for p in settings.stores]
+    first = stores[0]
+    for s in stores[1:]:
+        if s.teacher != first.teacher or s.encoding != first.encoding:
+            raise XModalError(
+                f"stores {first.root} and {s.root} hold different teachers or encodings "
+                f"({first.teacher.short_id()} vs {s.teacher.short_id()}); serve them from separate servers"
+            )
+    return ChunkReader(stores)
+
+
+def create_app(settings: ServeSettings) -> FastAPI:
+    """Build the app; the stores open at start-up (a bad path fails before the first request)."""
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.reader = open_reader(settings)
+        try:
+            yield
+        finally:
+            app.state.reader.close()
+
+    app = FastAPI(
+        title="Teacher feature service",
+        version="1",
+        description="Cached teacher pool5 feature maps by frame id, for cross-modal supervision transfer. "
+        "Errors are JSON: {\"error\": {\"code\", \"message\"}}.",
+        lifespan=lifespan,
+    )
+    app.state.settings, app.state.metrics = settings, metrics
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    for router in (features.router, info.router, health.router):
+        app.include_router(router)
+
+    for exc_type, status, code in _ERRORS:
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+
+        async def handler(request: Request, exc: Exception, status=status, code=code, headers=headers):
+            message = str(exc) or "a valid bearer token is required"
+            return _error(status, code, message, metrics, headers)
+
+        app.add_exception_handler(exc_type, handler)
+
+    async def validation(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        return _error(422, "invalid_request", f"{where}: {first['msg']}", metrics)
+
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error(exc.status_code, code, str(exc.detail), metrics)
+
+    app.add_exception_handler(RequestValidationError, validation)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` with several workers: settings from ``TEACHER_*`` env vars."""
+    return create_app(ServeSettings())  # type: ignore[call-arg]

@@ -1,0 +1,104 @@
+"""``teacher-server``: precompute teacher features into a Zarr store, serve them, verify them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from pydantic_settings import BaseSettings
+
+from shared.errors import XModalError
+from shared.settings import add_settings_arguments, settings_from_args
+from teacher_server.settings import PrecomputeSettings, ServeSettings, VerifySettings
+
+__all__ = ["main"]
+
+
+def _precompute(s: PrecomputeSettings) -> None:
+    from shared.features import encoding
+    from shared.nets.teachers import load_teacher
+    from teacher_server.precompute import WorkerSlot, precompute, select_device
+
+    if s.input_size is not None and len(s.input_size) != 2:
+        raise XModalError(f"--input-size takes two numbers H W, got {s.input_size}")
+    teacher = load_teacher(s.arch, s.weights, seed=s.seed)
+    summary = precompute(
+        s.store, s.manifests, teacher, encoding(s.encoding), splits=s.splits,
+        input_size=tuple(s.input_size) if s.input_size else None,  # type: ignore[arg-type]
+        shard_frames=s.shard_frames, batch_size=s.batch_size, loader_workers=s.loader_workers,
+        device=select_device(s.device), amp=s.amp, worker=WorkerSlot.parse(s.worker), repair=s.repair,
+        progress=s.progress,
+    )
+    print(f"teacher {teacher.identity.short_id()}: computed {summary.frames_computed} frames "
+          f"({summary.shards_written} shards) in {summary.seconds:.1f} s = {summary.frames_per_second:.1f} frames/s; "
+          f"{summary.frames_skipped} already done")
+    for name, stats in summary.collections.items():
+        ratio = stats.get("compression_ratio")
+        print(f"  {name}: {stats.get('frames_done', 0)} frames done, {stats.get('stored_bytes', 0) / 1e6:.2f} MB stored"
+              + (f", ratio {ratio:.2f}x vs float32, max rel. error {stats['max_relative_error']:.2e}" if ratio else ""))
+
+
+def _serve(s: ServeSettings) -> None:
+    import uvicorn
+
+    from teacher_server.app import create_app
+
+    if s.workers == 1:
+        uvicorn.run(create_app(s), host=s.host, port=s.port, log_level=s.log_level)
+        return
+    # Several workers need an import string: hand the validated settings over through the environment.
+    os.environ["TEACHER_STORES"] = ",".join(str(p) for p in s.stores)
+    for name in ("max_batch", "max_body_bytes"):
+        os.environ[f"TEACHER_{name.upper()}"] = str(getattr(s, name))
+    if s.token is not None:
+        os.environ["TEACHER_TOKEN"] = s.token.get_secret_value()
+    uvicorn.run("teacher_server.app:create_app_from_env", factory=True, host=s.host, port=s.port,
+                workers=s.workers, log_level=s.log_level)
+
+
+def _verify(s: VerifySettings) -> None:
+    from teacher_server.store import FeatureStore
+    from teacher_server.verify import verify_store
+
+    store = FeatureStore.open(s.store)
+    damage = verify_store(store)
+    for d in damage:
+        print(json.dumps(d.__dict__))
+    done = sum(int(c.done().sum()) for c in store.collections.values())
+    print(f"{s.store}: {done} done frames checked, {len(damage)} damaged", file=sys.stderr)
+    if damage:
+        raise XModalError(f"{len(damage)} damaged frames; rerun precompute with --repair to rewrite them")
+
+
+_COMMANDS: dict[str, tuple[type[BaseSettings], Callable, str]] = {
+    "precompute": (PrecomputeSettings, _precompute,
+                   "run a frozen teacher over manifests' RGB frames and store pool5 maps (resumable, --worker i/n)"),
+    "serve": (ServeSettings, _serve, "serve stored maps over HTTP (GET /features/{id}, POST /features/batch)"),
+    "verify": (VerifySettings, _verify, "decode every done frame and list damaged ones (exit 2 if any)"),
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="teacher-server",
+        description="Teacher feature cache: precompute a frozen RGB teacher's pool5 maps into a Zarr v3 store "
+        "and serve them by frame id. Every flag can also be set by the TEACHER_* env var named in its help.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (cls, _, help_text) in _COMMANDS.items():
+        add_settings_arguments(sub.add_parser(name, help=help_text, description=help_text), cls)
+    args = parser.parse_args(argv)
+    cls, run, _ = _COMMANDS[args.command]
+    try:
+        run(settings_from_args(cls, args))
+    except (XModalError, FileNotFoundError) as e:
+        print(f"teacher-server {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

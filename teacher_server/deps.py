@@ -1,0 +1,47 @@
+"""FastAPI dependencies: settings, the chunk reader, metrics and the bearer-token check."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from teacher_server.metrics import Metrics
+from teacher_server.reader import ChunkReader
+from teacher_server.settings import ServeSettings
+
+__all__ = ["MetricsDep", "ReaderDep", "SettingsDep", "Unauthorized", "require_token"]
+
+
+class Unauthorized(Exception):
+    """Missing or wrong bearer token (mapped to 401 by the app)."""
+
+
+def get_settings(request: Request) -> ServeSettings:
+    return request.app.state.settings
+
+
+def get_reader(request: Request) -> ChunkReader:
+    return request.app.state.reader
+
+
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+SettingsDep = Annotated[ServeSettings, Depends(get_settings)]
+ReaderDep = Annotated[ChunkReader, Depends(get_reader)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+
+
+def require_token(request: Request) -> None:
+    """When a token is configured, require ``Authorization: Bearer <token>`` (constant-time compare)."""
+    token = request.app.state.settings.token
+    if token is None:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    expected = token.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+        raise Unauthorized()

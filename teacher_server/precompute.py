@@ -1,0 +1,213 @@
+"""Precompute: run a frozen teacher over the RGB frames of manifests and fill the feature store.
+
+Frames are grouped into collections by dataset; each worker (``--worker i/n``) owns the shards
+``k`` with ``k % n == i`` and processes them whole, batches never crossing a shard boundary (so a
+resumed or sharded run computes exactly the batches a clean run does). A shard is marked done only
+after its bytes are durable; a rerun skips done shards, ``repair`` recomputes damaged ones.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
+
+from shared.errors import DataError
+from shared.features import FeatureEncoding
+from shared.imageio import read_rgb
+from shared.manifest import read_manifest
+from shared.nets.geometry import feature_size
+from shared.nets.teachers import LoadedTeacher
+from teacher_server.store import Collection, CollectionSpec, FeatureStore, shard_statistics
+from teacher_server.verify import damaged_shards
+
+__all__ = ["PrecomputeSummary", "WorkerSlot", "collection_specs", "precompute", "select_device"]
+
+
+@dataclass(frozen=True)
+class WorkerSlot:
+    """This process's share of the shards: ``index`` of ``count`` workers."""
+
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> WorkerSlot:
+        """Parse ``i/n`` (0-based i). Raises ValueError quoting the text."""
+        try:
+            i, n = (int(v) for v in text.split("/"))
+        except ValueError:
+            raise ValueError(f"--worker must look like i/n (e.g. 0/2), got {text!r}") from None
+        if not (n >= 1 and 0 <= i < n):
+            raise ValueError(f"--worker {text!r}: need 0 <= i < n")
+        return cls(i, n)
+
+    def owns(self, shard: int) -> bool:
+        return shard % self.count == self.index
+
+
+@dataclass
+class PrecomputeSummary:
+    frames_computed: int = 0
+    frames_skipped: int = 0
+    shards_written: int = 0
+    seconds: float = 0.0
+    collections: dict[str, dict] = field(default_factory=dict)
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.frames_computed / self.seconds if self.seconds > 0 else 0.0
+
+
+def select_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for ``cuda`` without one is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DataError("device 'cuda' requested but CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    img = read_rgb(path)
+    return img.shape[0], img.shape[1]
+
+
+def collection_specs(
+    manifests: Sequence[Path], splits: Sequence[str] | None, teacher: LoadedTeacher, input_size: tuple[int, int] | None
+) -> tuple[list[CollectionSpec], dict[str, list[Path]]]:
+    """One collection per dataset: frame ids, RGB paths, pool5 shape for the teacher's input size."""
+    frames: dict[str, list[tuple[str, Path]]] = {}
+    for mpath in manifests:
+        m = read_manifest(mpath)
+        chosen = [f for f in m if splits is None or f.split in splits]
+        frames.setdefault(m.header.dataset, []).extend((f.id, m.path(f.rgb)) for f in chosen)
+    specs, paths = [], {}
+    for name, items in frames.items():
+        if not items:
+            raise DataError(f"no frames of dataset {name!r} in splits {list(splits or [])}")
+        hw = input_size or _image_size(items[0][1])
+        h5, w5 = feature_size(teacher.trunk, hw)
+        shape = (teacher.identity.out_channels, h5, w5)
+        specs.append(CollectionSpec(name=name, ids=tuple(i for i, _ in items), shape=shape, input_size=hw))
+        paths[name] = [p for _, p in items]
+    return specs, paths
+
+
+class _RgbFrames(Dataset):
+    """RGB frames normalised for the teacher; a size mismatch is an error unless resizing was asked for."""
+
+    def __init__(self, paths: list[Path], input_hw: tuple[int, int], mean, std, resize: bool) -> None:
+        self.paths, self.hw, self.resize = paths, input_hw, resize
+        self.mean = torch.tensor(mean).view(3, 1, 1)
+        self.std = torch.tensor(std).view(3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        img = read_rgb(self.paths[i])
+        if img.shape[:2] != self.hw:
+            if not self.resize:
+                raise DataError(
+                    f"{self.paths[i]} is {img.shape[0]}x{img.shape[1]} but this collection's frames are "
+                    f"{self.hw[0]}x{self.hw[1]}; pass --input-size to resize every frame"
+                )
+            img = cv2.resize(img, (self.hw[1], self.hw[0]), interpolation=cv2.INTER_AREA)
+        x = torch.from_numpy(img).permute(2, 0, 1).float().div_(255.0)
+        return (x - self.mean) / self.std
+
+
+class _ShardBatches(Sampler[list[int]]):
+    """Batches of rows, shard by shard, never crossing a shard boundary (identical across resumes)."""
+
+    def __init__(self, col: Collection, shards: Sequence[int], batch_size: int) -> None:
+        self.batches = [
+            list(rows[i : i + batch_size]) for k in shards for rows in [col.shard_rows(k)]
+            for i in range(0, len(rows), batch_size)
+        ]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def _stored(feats: np.ndarray, enc: FeatureEncoding) -> np.ndarray:
+    return feats.astype(np.dtype(enc.dtype))
+
+
+def precompute(
+    store_path: Path,
+    manifests: Sequence[Path],
+    teacher: LoadedTeacher,
+    encoding: FeatureEncoding,
+    *,
+    splits: Sequence[str] | None = None,
+    input_size: tuple[int, int] | None = None,
+    shard_frames: int = 256,
+    batch_size: int = 32,
+    loader_workers: int = 2,
+    device: torch.device | None = None,
+    amp: bool = True,
+    worker: WorkerSlot = WorkerSlot(),
+    repair: bool = False,
+    progress: bool = True,
+) -> PrecomputeSummary:
+    """Compute and store the teacher's pool5 for every frame this worker owns that is not done yet."""
+    t0 = time.perf_counter()
+    device = device or select_device("auto")
+    specs, paths = collection_specs(manifests, splits, teacher, input_size)
+    store = FeatureStore.create_or_open(store_path, teacher.identity, encoding, specs, shard_frames)
+    trunk = teacher.trunk.to(device)
+    use_amp = amp and device.type == "cuda"
+    if device.type == "cuda":
+        trunk = trunk.to(memory_format=torch.channels_last)
+    summary = PrecomputeSummary()
+    for spec in specs:
+        col = store.collections[spec.name]
+        owned = [k for k in range(col.n_shards) if worker.owns(k)]
+        bad = set(damaged_shards(store, col, owned)) if repair else set()
+        todo = [k for k in owned if k in bad or not col.shard_done(k)]
+        summary.frames_skipped += sum(len(col.shard_rows(k)) for k in owned if k not in todo)
+        if not todo:
+            continue
+        data = _RgbFrames(paths[spec.name], col.input_size, teacher.identity.mean, teacher.identity.std,
+                          resize=input_size is not None)
+        loader = DataLoader(data, batch_sampler=_ShardBatches(col, todo, batch_size), num_workers=loader_workers,
+                            pin_memory=device.type == "cuda", persistent_workers=False)
+        bar = tqdm(total=sum(len(col.shard_rows(k)) for k in todo), desc=f"precompute {spec.name}", unit="frame",
+                   disable=not progress)
+        pending: list[np.ndarray] = []
+        shard_iter = iter(todo)
+        shard = next(shard_iter)
+        with torch.inference_mode():
+            for x in loader:
+                x = x.to(device, non_blocking=True)
+                if device.type == "cuda":
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                    y = trunk(x)
+                pending.append(y.float().cpu().numpy())
+                bar.update(len(x))
+                if sum(len(p) for p in pending) == len(col.shard_rows(shard)):
+                    feats = np.concatenate(pending)
+                    stored = _stored(feats, encoding)
+                    col.write_shard(shard, stored, shard_statistics(feats, stored.astype(np.float32)), store.root)
+                    summary.frames_computed += len(feats)
+                    summary.shards_written += 1
+                    pending = []
+                    shard = next(shard_iter, -1)
+        bar.close()
+        col.record_summary()
+        summary.collections[spec.name] = col.summary()
+    summary.seconds = time.perf_counter() - t0
+    return summary

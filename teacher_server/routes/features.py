@@ -1,0 +1,158 @@
+"""Feature maps by frame id: one (stored bytes or .npy) or many (binary batch framing)."""
+
+from __future__ import annotations
+
+import io
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field, ValidationError
+
+from shared.errors import FrameIdError, FrameNotFoundError
+from shared.features import (
+    BATCH_MEDIA_TYPE,
+    HEADER_CODEC,
+    HEADER_DTYPE,
+    HEADER_SHAPE,
+    HEADER_TEACHER,
+    NPY_MEDIA_TYPE,
+    BatchEntry,
+    decode_chunk,
+    encode_batch,
+)
+from teacher_server.deps import MetricsDep, ReaderDep, SettingsDep, require_token
+from teacher_server.errors import BatchTooLargeError, CorruptFeatureError, NotYetComputedError
+from teacher_server.reader import ChunkReader
+
+router = APIRouter(prefix="/features", tags=["features"], dependencies=[Depends(require_token)])
+
+CHUNK_MEDIA_TYPE = "application/octet-stream"
+_IMMUTABLE = "public, max-age=31536000, immutable"
+_DESCRIPTION_CHUNK = (
+    "Default body: the frame's stored chunk exactly as in the Zarr store — the (C, H, W) map as "
+    "little-endian `X-Feature-Dtype`, compressed with Zstandard (frame checksum on). Decode: "
+    "`np.frombuffer(zstd.decompress(body), '<f4' or '<f2').reshape(shape)`. With `?format=npy` or "
+    "`Accept: application/x-npy`: a plain float32 `.npy` file."
+)
+_DESCRIPTION_BATCH = (
+    "Body `{\"ids\": [...], \"strict\": false}`. Response `application/x-xmodal-batch`: "
+    "`b'XMB1' | uint32 LE n | n bytes JSON {\"frames\": [{id, status, offset, length, shape, etag | code, message}]} "
+    "| payload`, each entry's chunk at payload[offset:offset+length] in the encoding of the response headers. "
+    "Unknown or not-yet-computed frames get their own status unless `strict` is true, which fails the request."
+)
+
+
+class BatchRequest(BaseModel):
+    ids: list[str] = Field(description="frame ids, at most the server's max_batch (see /info)")
+    strict: bool = Field(False, description="fail the whole request when any frame is unavailable")
+
+
+def _encoding_headers(reader: ChunkReader, chunk_shape: tuple[int, ...] | None) -> dict[str, str]:
+    store = reader.stores[0]
+    headers = {
+        HEADER_DTYPE: store.encoding.dtype,
+        HEADER_CODEC: store.encoding.header(),
+        HEADER_TEACHER: store.teacher.short_id(),
+    }
+    if chunk_shape is not None:
+        headers[HEADER_SHAPE] = ",".join(str(v) for v in chunk_shape)
+    return headers
+
+
+def _wants_npy(format: str | None, accept: str | None) -> bool:
+    return format == "npy" or (format is None and accept is not None and NPY_MEDIA_TYPE in accept)
+
+
+@router.get(
+    "/{frame_id}",
+    response_class=Response,
+    description=_DESCRIPTION_CHUNK,
+    responses={200: {"content": {CHUNK_MEDIA_TYPE: {}, NPY_MEDIA_TYPE: {}}}, 304: {"description": "ETag matched"}},
+)
+def get_feature(
+    frame_id: str,
+    reader: ReaderDep,
+    metrics: MetricsDep,
+    format: Annotated[str | None, Query(pattern="^(raw|npy)$", description="raw (default) or npy")] = None,
+    accept: Annotated[str | None, Header()] = None,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """One frame's teacher pool5 map."""
+    chunk = reader.read(frame_id)
+    headers = {**_encoding_headers(reader, chunk.shape), "ETag": chunk.etag, "Cache-Control": _IMMUTABLE}
+    if if_none_match is not None and chunk.etag in (t.strip() for t in if_none_match.split(",")):
+        return Response(status_code=304, headers=headers)
+    metrics.frames.labels("/features/{frame_id}").inc()
+    if _wants_npy(format, accept):
+        buf = io.BytesIO()
+        np.save(buf, decode_chunk(chunk.data, chunk.shape, reader.stores[0].encoding), allow_pickle=False)
+        headers[HEADER_DTYPE] = "float32"
+        return Response(buf.getvalue(), media_type=NPY_MEDIA_TYPE, headers=headers)
+    return Response(chunk.data, media_type=CHUNK_MEDIA_TYPE, headers=headers)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BatchTooLargeError(f"request body of {declared} bytes exceeds the limit of {limit}")
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > limit:
+            raise BatchTooLargeError(f"request body exceeds the limit of {limit} bytes")
+    return bytes(body)
+
+
+def _entry(reader: ChunkReader, frame_id: str, strict: bool) -> BatchEntry:
+    try:
+        chunk = reader.read(frame_id)
+    except FrameIdError as e:
+        if strict:
+            raise
+        return BatchEntry(frame_id, 400, code="malformed_id", message=str(e))
+    except FrameNotFoundError as e:
+        if strict:
+            raise
+        return BatchEntry(frame_id, 404, code="unknown_frame", message=str(e))
+    except NotYetComputedError as e:
+        if strict:
+            raise
+        return BatchEntry(frame_id, 404, code="not_computed", message=str(e))
+    except CorruptFeatureError as e:
+        if strict:
+            raise
+        return BatchEntry(frame_id, 500, code="corrupt_feature", message=str(e))
+    return BatchEntry(frame_id, 200, chunk.data, etag=chunk.etag, shape=chunk.shape)
+
+
+@router.post(
+    "/batch",
+    response_class=Response,
+    description=_DESCRIPTION_BATCH,
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+        "schema": BatchRequest.model_json_schema()}}}},
+    responses={200: {"content": {BATCH_MEDIA_TYPE: {}}}, 413: {"description": "too many ids or body too large"}},
+)
+async def get_batch(request: Request, reader: ReaderDep, settings: SettingsDep, metrics: MetricsDep) -> Response:
+    """Many frames' maps in one response."""
+    body = await _read_body(request, settings.max_body_bytes)
+    try:
+        req = BatchRequest.model_validate_json(body)
+    except ValidationError as e:
+        raise BatchRequestError(e) from None
+    if len(req.ids) > settings.max_batch:
+        raise BatchTooLargeError(f"batch of {len(req.ids)} ids exceeds max_batch={settings.max_batch}")
+    entries = [_entry(reader, fid, req.strict) for fid in req.ids]
+    metrics.frames.labels("/features/batch").inc(sum(e.status == 200 for e in entries))
+    return Response(encode_batch(entries), media_type=BATCH_MEDIA_TYPE, headers=_encoding_headers(reader, None))
+
+
+class BatchRequestError(Exception):
+    """The batch body is not the expected JSON (mapped to 422)."""
+
+    def __init__(self, err: ValidationError) -> None:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        super().__init__(f"invalid batch request at {where}: {first['msg']}")

@@ -1,0 +1,66 @@
+"""Settings of the two teacher-server processes; every field is a CLI flag and a ``TEACHER_*`` env var."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BeforeValidator, Field, SecretStr
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["PrecomputeSettings", "ServeSettings", "VerifySettings"]
+
+
+def _split_commas(value: object) -> object:
+    """Env vars give lists as ``a,b``; flags give lists already."""
+    if isinstance(value, str):
+        return [v for v in (p.strip() for p in value.split(",")) if v]
+    return value
+
+
+PathList = Annotated[list[Path], NoDecode, BeforeValidator(_split_commas)]
+StrList = Annotated[list[str], NoDecode, BeforeValidator(_split_commas)]
+IntList = Annotated[list[int], NoDecode, BeforeValidator(_split_commas)]
+_CONFIG = SettingsConfigDict(env_prefix="TEACHER_", extra="ignore")
+
+
+class PrecomputeSettings(BaseSettings):
+    model_config = _CONFIG
+
+    store: Path = Field(description="feature store folder (created if missing; resumed if present)")
+    manifests: PathList = Field(description="manifest(s) whose RGB frames are encoded (comma-separated in env)")
+    splits: StrList | None = Field(None, description="only frames of these splits (default: all)")
+    arch: Literal["alexnet", "vgg16", "checkpoint"] = Field("alexnet", description="teacher architecture")
+    weights: str = Field(
+        "imagenet", description="'imagenet', 'random' (control), or a checkpoint path for arch=checkpoint"
+    )
+    seed: int = Field(0, description="seed of 'random' teacher weights")
+    input_size: IntList | None = Field(None, description="H W to resize every frame to (default: native size)")
+    encoding: Literal["f32-zstd1", "f16-zstd1"] = Field("f32-zstd1", description="stored dtype + codec")
+    shard_frames: int = Field(256, ge=1, le=65536, description="frames per shard file")
+    batch_size: int = Field(32, ge=1, description="frames per forward pass")
+    loader_workers: int = Field(2, ge=0, description="DataLoader processes decoding images")
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
+    amp: bool = Field(True, description="float16 autocast on CUDA")
+    worker: str = Field("0/1", pattern=r"^\d+/\d+$", description="this process's share i/n of the shards")
+    repair: bool = Field(False, description="re-verify done shards and recompute damaged ones")
+    progress: bool = Field(True, description="show a progress bar")
+
+
+class ServeSettings(BaseSettings):
+    model_config = _CONFIG
+
+    stores: PathList = Field(description="feature store folder(s) to serve (comma-separated in env)")
+    host: str = Field("127.0.0.1", description="bind address (0.0.0.0 exposes the service to the network)")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port")
+    token: SecretStr | None = Field(None, description="bearer token required on every route but /healthz")
+    max_batch: int = Field(512, ge=1, le=65536, description="most frame ids in one batch request")
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="largest accepted request body")
+    workers: int = Field(1, ge=1, description="uvicorn worker processes")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="log level")
+
+
+class VerifySettings(BaseSettings):
+    model_config = _CONFIG
+
+    store: Path = Field(description="feature store folder to check")

@@ -1,0 +1,62 @@
+"""Fixtures: a small RGB dataset, a small checkpoint teacher, a precomputed store, a served app."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from shared.features import encoding
+from shared.imageio import write_image
+from shared.manifest import FrameRecord, ManifestHeader, write_manifest
+from shared.nets.teachers import IMAGENET_MEAN, IMAGENET_STD, load_teacher
+from shared.nets.trunks import AlexNetTrunk, trunk_spec
+from teacher_server.precompute import precompute
+
+N_FRAMES = 37  # not a multiple of the shard size: the last shard is partial
+SHARD = 8
+
+
+def make_rgb_dataset(root: Path, n: int = N_FRAMES, dataset: str = "tiny", hw=(64, 80)) -> Path:
+    """Frames of smooth random colour blobs (structure at several scales, so pool5 is not all zeros)."""
+    rng = np.random.default_rng(0)
+    frames = []
+    for i in range(n):
+        small = rng.integers(0, 256, (hw[0] // 8, hw[1] // 8, 3), dtype=np.uint8)
+        img = np.kron(small, np.ones((8, 8, 1), dtype=np.uint8))
+        img = np.clip(img.astype(int) + rng.integers(-20, 20, img.shape), 0, 255).astype(np.uint8)
+        write_image(root / "rgb" / f"{i:04d}.png", img)
+        frames.append(FrameRecord(id=f"{dataset}.{i:04d}", split="train" if i % 4 else "test", rgb=f"rgb/{i:04d}.png"))
+    return write_manifest(root / "manifest.jsonl", ManifestHeader(dataset=dataset), frames)
+
+
+def make_teacher_checkpoint(path: Path, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    trunk = AlexNetTrunk(trunk_spec("alexnet-small", width=0.5)).eval()
+    torch.save({"model": trunk.state_dict(), "trunk": trunk.describe(IMAGENET_MEAN, IMAGENET_STD)}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def dataset(tmp_path_factory) -> Path:
+    return make_rgb_dataset(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def teacher_ckpt(tmp_path_factory) -> Path:
+    return make_teacher_checkpoint(tmp_path_factory.mktemp("teacher") / "teacher.pt")
+
+
+@pytest.fixture(scope="session")
+def teacher(teacher_ckpt):
+    return load_teacher("checkpoint", str(teacher_ckpt))
+
+
+@pytest.fixture(scope="session")
+def store_path(tmp_path_factory, dataset, teacher) -> Path:
+    path = tmp_path_factory.mktemp("store") / "features"
+    precompute(path, [dataset], teacher, encoding("f32-zstd1"), shard_frames=SHARD, batch_size=5,
+               loader_workers=0, progress=False)
+    return path
