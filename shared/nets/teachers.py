@@ -28,6 +28,7 @@ __all__ = [
     "LoadedTeacher",
     "TeacherIdentity",
     "load_teacher",
+    "trunk_state",
     "weights_digest",
 ]
 
@@ -105,7 +106,7 @@ def _torchvision_trunk(arch: str, weights: str, seed: int) -> nn.Module:
         ) from e
 
 
-def _trunk_state(ckpt: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
+def trunk_state(ckpt: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
     """The trunk's state dict from one of our checkpoints (student, teacher or detector)."""
     state = ckpt.get("model", ckpt)
     if not isinstance(state, dict):
@@ -129,7 +130,7 @@ def _checkpoint_trunk(path: Path) -> tuple[nn.Module, tuple[float, ...], tuple[f
             "it was not written by this project's trainers"
         )
     trunk = AlexNetTrunk(TrunkSpec.model_validate(meta["spec"]), in_channels=int(meta.get("in_channels", 3)))
-    state = _trunk_state(ckpt, path)
+    state = trunk_state(ckpt, path)
     missing, _ = trunk.load_state_dict(state, strict=False)
     if missing:
         raise WeightsUnavailableError(f"checkpoint {path} lacks trunk weights {missing[:4]}...")

@@ -97,7 +97,7 @@ def test_worker_slots_split_shards(tmp_path, dataset, teacher, store_path):
 def test_corrupt_image_fails_naming_file_and_marks_nothing_done(tmp_path, teacher):
     manifest = make_rgb_dataset(tmp_path / "d", n=12)
     (tmp_path / "d" / "rgb" / "0009.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    with pytest.raises(ImageReadError, match="0009.png"):
+    with pytest.raises(ImageReadError, match=r"0009\.png"):
         precompute(tmp_path / "s", [manifest], teacher, encoding("f32-zstd1"), shard_frames=4, batch_size=2,
                    loader_workers=0, progress=False)
     col = FeatureStore.open(tmp_path / "s").collections["tiny"]
@@ -119,8 +119,8 @@ def test_mixed_sizes_need_input_size(tmp_path, teacher):
 
 
 def _cli_args(store, manifest, ckpt, **extra):
-    return args_of(store=store, manifests=manifest, arch="checkpoint", weights=ckpt, shard_frames=2, batch_size=1,
-                   loader_workers=0, **extra) + ["--no-progress"]
+    return [*args_of(store=store, manifests=manifest, arch="checkpoint", weights=ckpt, shard_frames=2, batch_size=1,
+                     loader_workers=0, **extra), "--no-progress"]
 
 
 @pytest.mark.slow

@@ -1,0 +1,23 @@
+"""The built-in paired dataset ``synth``: ray-cast room scenes with RGB, depth, Kinect-like raw depth,
+video pairs for flow, and boxes from occlusion-aware instance masks.
+
+Entry point: :func:`generate_synth` with a :class:`SynthConfig` (``SynthConfig.profile("quick")``).
+"""
+
+from shared.synth.catalogue import SHAPE_CLASSES
+from shared.synth.config import PROFILES, SPLIT_KINDS, SplitCounts, SynthConfig
+from shared.synth.dataset import MANIFEST_NAME, generate_synth
+from shared.synth.frames import SynthFrame, frame_id, synthesize_frame
+
+__all__ = [
+    "MANIFEST_NAME",
+    "PROFILES",
+    "SHAPE_CLASSES",
+    "SPLIT_KINDS",
+    "SplitCounts",
+    "SynthConfig",
+    "SynthFrame",
+    "frame_id",
+    "generate_synth",
+    "synthesize_frame",
+]

@@ -1,0 +1,49 @@
+"""Run logs: metrics as JSON lines (appended, flushed per line) and the run's config dump."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MetricsLog", "read_metrics", "write_run_config"]
+
+
+class MetricsLog:
+    """Append-only JSONL metrics; on resume, lines past the resumed step are dropped first."""
+
+    def __init__(self, path: Path, resume_step: int | None = None) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is not None and path.is_file():
+            kept = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0)
+                    <= resume_step]
+            path.write_text("".join(ln + "\n" for ln in kept))
+        elif resume_step is None and path.exists():
+            path.unlink()
+        self._fh = path.open("a", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._fh.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """All records of a metrics file."""
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+
+
+def write_run_config(out: Path, config: dict[str, Any]) -> Path:
+    """Dump the settings and the command line into the run folder (for reproduction)."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "config.json"
+    tmp = path.with_name(".config.json.tmp")
+    tmp.write_text(json.dumps({"argv": sys.argv, "pid": os.getpid(), **config}, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+    return path

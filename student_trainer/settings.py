@@ -1,0 +1,85 @@
+"""Settings of the student-trainer commands; each field is a CLI flag and a ``STUDENT_*`` env var.
+
+``profile`` fills the size-related fields a user did not set (tiny: tests, quick: the CPU demo,
+full: a GPU run); anything given explicitly wins.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["TRANSFER_PROFILES", "TransferSettings"]
+
+
+def _split_commas(value: object) -> object:
+    return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+
+StrList = Annotated[list[str], NoDecode, BeforeValidator(_split_commas)]
+FloatList = Annotated[list[float], NoDecode, BeforeValidator(_split_commas)]
+
+TRANSFER_PROFILES: dict[str, dict[str, Any]] = {
+    "tiny": {"iterations": 40, "batch_size": 8, "width": 0.5, "checkpoint_every": 20, "log_every": 5},
+    "quick": {"iterations": 600, "batch_size": 32, "width": 1.0, "checkpoint_every": 100, "log_every": 20},
+    "full": {"iterations": 20000, "batch_size": 128, "width": 1.0, "checkpoint_every": 1000, "log_every": 50},
+}
+
+
+class TransferSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STUDENT_", extra="ignore")
+
+    modality: Literal["hha", "flow"] = Field(description="student modality (its image is the student input)")
+    teacher_url: str = Field("http://127.0.0.1:8000", description="teacher service base URL")
+    teacher_token: SecretStr | None = Field(None, description="bearer token of the teacher service")
+    manifest: Path = Field(description="manifest with the paired frames (HHA / flow images encoded)")
+    splits: StrList | None = Field(None, description="training splits (default: depth_transfer / flow_transfer)")
+    out: Path = Field(description="run folder: checkpoint.pt, metrics.jsonl, config.json, summary.json")
+    profile: Literal["tiny", "quick", "full"] = Field("quick", description="size defaults for unset fields")
+    iterations: int = Field(600, ge=0, description="optimiser steps (0 writes the initial trunk only)")
+    batch_size: int = Field(32, ge=1, description="frames per step")
+    lr: float = Field(0.01, gt=0, description="initial learning rate (SGD, momentum 0.9)")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    weight_decay: float = Field(5e-4, ge=0, description="SGD weight decay")
+    lr_milestones: FloatList = Field([0.7], description="fractions of the run where lr is multiplied by lr_gamma")
+    lr_gamma: float = Field(0.1, gt=0, description="learning-rate step factor")
+    trunk: Literal["alexnet", "alexnet-small"] = Field("alexnet-small", description="student trunk layout")
+    width: float = Field(1.0, gt=0, description="channel width multiplier of the student trunk")
+    batch_norm: bool | None = Field(None, description="BatchNorm in the trunk (default: the layout's own)")
+    target_scale: float | None = Field(None, gt=0, description="multiply targets by this (default: 1 / RMS)")
+    flip: bool = Field(True, description="random horizontal flips (target map flipped too; flow u negated)")
+    init: Literal["random", "copy-rgb"] = Field("random", description="student trunk initialisation")
+    rgb_checkpoint: Path | None = Field(None, description="RGB trunk/detector checkpoint for --init copy-rgb")
+    seed: int = Field(0, description="seed of weights, batch order and flips")
+    loader_workers: int = Field(2, ge=0, description="DataLoader processes (each with its own HTTP client)")
+    prefetch: int = Field(4, ge=1, description="batches each loader process keeps ready")
+    cache_dir: Path | None = Field(None, description="on-disk cache of fetched targets")
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
+    amp: bool = Field(True, description="mixed precision on CUDA")
+    checkpoint_every: int = Field(100, ge=1, description="steps between checkpoints")
+    log_every: int = Field(20, ge=1, description="steps between metrics lines")
+    resume: bool = Field(False, description="continue from <out>/checkpoint.pt")
+    progress: bool = Field(True, description="show a progress bar")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _profile_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            profile = data.get("profile", "quick")
+            for key, value in TRANSFER_PROFILES.get(str(profile), {}).items():
+                data.setdefault(key, value)
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> TransferSettings:
+        if self.init == "copy-rgb" and self.rgb_checkpoint is None:
+            raise ValueError("--init copy-rgb needs --rgb-checkpoint")
+        if any(not 0 < m < 1 for m in self.lr_milestones):
+            raise ValueError(f"lr_milestones are fractions in (0, 1), got {self.lr_milestones}")
+        return self
+
+    def default_splits(self) -> list[str]:
+        return self.splits or [f"{'depth' if self.modality == 'hha' else 'flow'}_transfer"]

@@ -1,0 +1,193 @@
+"""Supervision transfer: regress the teacher's cached pool5 maps from the paired modality.
+
+Loss: squared L2 between ``t(student_pool5(I_d))`` and ``scale * teacher_pool5(I_rgb)``, averaged over
+elements; ``scale`` (default ``1 / RMS`` of the teacher maps, from the store's statistics) makes the
+targets unit-RMS whatever the teacher, which the paper needed for VGG -> AlexNet.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from shared.client import TeacherClient
+from shared.errors import ConfigError
+from shared.manifest import read_manifest
+from shared.nets.trunks import AlexNetTrunk, trunk_spec
+from shared.presets import preset
+from student_trainer.checkpoint import git_revision, load_checkpoint, save_checkpoint
+from student_trainer.logs import MetricsLog, write_run_config
+from student_trainer.settings import TransferSettings
+from student_trainer.student import TransferModel, copy_rgb_weights, student_spec_for, target_geometry
+from student_trainer.transfer_data import BatchSchedule, TransferBatches
+
+__all__ = ["TransferRun", "batch_metrics", "build_transfer", "run_transfer", "select_device"]
+
+log = logging.getLogger(__name__)
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but CUDA is not available")
+    return torch.device(name)
+
+
+def batch_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """Cosine similarity (mean over frames) and the fraction of target variance left unexplained."""
+    p, t = pred.detach().float().flatten(1), target.detach().float().flatten(1)
+    cos = F.cosine_similarity(p, t, dim=1, eps=1e-8).mean().item()
+    residual = ((p - t) ** 2).sum() / ((t - t.mean()) ** 2).sum().clamp_min(1e-12)
+    return {"cosine": cos, "residual": residual.item()}
+
+
+@dataclass
+class TransferRun:
+    """Everything a training loop needs, built and validated before the first step."""
+
+    settings: TransferSettings
+    model: TransferModel
+    dataset: TransferBatches
+    scale: float
+    teacher: dict[str, Any]
+    input_hw: tuple[int, int]
+
+
+def _client_factory(s: TransferSettings):
+    token = s.teacher_token.get_secret_value() if s.teacher_token else None
+    return lambda: TeacherClient(s.teacher_url, token=token, cache_dir=s.cache_dir)
+
+
+def build_transfer(s: TransferSettings, first_step: int = 0) -> TransferRun:
+    """Resolve data, teacher geometry and the student; fail with a clear error before any training."""
+    manifest = read_manifest(s.manifest)
+    mod = preset(s.modality)
+    frames = manifest.split(*s.default_splits())
+    frames = [f for f in frames if getattr(f, mod.manifest_field)]
+    if not frames:
+        raise ConfigError(f"{s.manifest}: no frames with a {s.modality} image in splits {s.default_splits()} "
+                          "(run `xmodal-data encode` first?)")
+    with _client_factory(s)() as client:
+        info = client.info()
+    shape, input_hw, stats = target_geometry(info, manifest.header.dataset)
+    base = trunk_spec(s.trunk, width=s.width, **({"batch_norm": s.batch_norm} if s.batch_norm is not None else {}))
+    spec = student_spec_for(base, input_hw, shape[1:])
+    torch.manual_seed(s.seed)
+    trunk = AlexNetTrunk(spec, in_channels=3)
+    if s.init == "copy-rgb":
+        copy_rgb_weights(trunk, s.rgb_checkpoint)  # type: ignore[arg-type]
+    model = TransferModel(trunk, shape[0])
+    rms = stats.get("rms_l2_norm", 0.0) / math.sqrt(math.prod(shape))
+    if s.target_scale is None and not rms > 0:
+        raise ConfigError("the teacher store has no feature statistics yet; pass --target-scale")
+    scale = s.target_scale or 1.0 / rms
+    schedule = BatchSchedule(len(frames), s.batch_size, s.seed, s.flip)
+    dataset = TransferBatches(
+        [f.id for f in frames], [manifest.path(getattr(f, mod.manifest_field)) for f in frames], mod, schedule,
+        s.iterations, first_step, input_hw, _client_factory(s),
+    )
+    return TransferRun(s, model, dataset, scale, info["teacher"] | {"id": info["teacher_id"]}, input_hw)
+
+
+def _checkpoint(run: TransferRun, opt, sched, step: int) -> dict[str, Any]:
+    mod = preset(run.settings.modality)
+    return {
+        "model": run.model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+        "step": step, "config": json.loads(run.settings.model_dump_json()), "teacher": run.teacher,
+        "target_scale": run.scale, "input_size": list(run.input_hw), "git": git_revision(),
+        "trunk": run.model.trunk.describe(mod.mean, mod.std), "modality": run.settings.modality,
+    }
+
+
+def run_transfer(s: TransferSettings) -> dict[str, Any]:
+    """Train (or resume) a student; returns the summary also written to ``<out>/summary.json``."""
+    ckpt_path = s.out / "checkpoint.pt"
+    state = load_checkpoint(ckpt_path) if s.resume and ckpt_path.is_file() else None
+    first = int(state["step"]) if state else 0
+    run = build_transfer(s, first_step=first)
+    if state and state["teacher"]["id"] != run.teacher["id"]:
+        raise ConfigError(f"{ckpt_path} was trained against teacher {state['teacher']['id']}, "
+                          f"the service now serves {run.teacher['id']}")
+    device = select_device(s.device)
+    model = run.model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+    milestones = [round(m * s.iterations) for m in s.lr_milestones]
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=s.lr_gamma)
+    if state:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+    write_run_config(s.out, {"settings": json.loads(s.model_dump_json()), "teacher": run.teacher,
+                             "target_scale": run.scale, "trunk": model.trunk.spec.model_dump()})
+    metrics = MetricsLog(s.out / "metrics.jsonl", resume_step=first if state else None)
+    use_amp = s.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler(enabled=use_amp)
+    loader = DataLoader(run.dataset, batch_size=None, num_workers=s.loader_workers, pin_memory=device.type == "cuda",
+                        prefetch_factor=s.prefetch if s.loader_workers else None)
+    bar = tqdm(total=s.iterations, initial=first, desc=f"transfer {s.modality}", unit="step", disable=not s.progress)
+    window = {"loss": 0.0, "cosine": 0.0, "residual": 0.0, "wait": 0.0, "time": 0.0, "n": 0}
+    last: dict[str, Any] = {}
+    model.train()
+    it, t_prev = iter(loader), time.perf_counter()
+    for step in range(first, s.iterations):
+        # fetch: waits only when the prefetching workers fall behind
+        x, target, got_step = next(it)
+        t_ready = time.perf_counter()
+        if got_step != step:
+            raise RuntimeError(f"data for step {got_step} arrived at step {step}")
+        x = x.to(device, non_blocking=True)
+        target = target.to(device, non_blocking=True) * run.scale
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        # forward
+        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            pred = model(x)
+            loss = F.mse_loss(pred.float(), target)
+        # backward + step
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        # log
+        now = time.perf_counter()
+        m = batch_metrics(pred, target)
+        for k, v in (("loss", loss.item()), ("cosine", m["cosine"]), ("residual", m["residual"]),
+                     ("wait", t_ready - t_prev), ("time", now - t_prev)):
+            window[k] += v
+        window["n"] += 1
+        t_prev = now
+        bar.update()
+        done = step + 1
+        if done % s.log_every == 0 or done == s.iterations:
+            n = window["n"]
+            last = {"step": done, "loss": window["loss"] / n, "cosine": window["cosine"] / n,
+                    "residual": window["residual"] / n, "lr": sched.get_last_lr()[0],
+                    "steps_per_s": n / window["time"], "wait_fraction": window["wait"] / window["time"]}
+            metrics.write(last)
+            bar.set_postfix(loss=f"{last['loss']:.3f}", cos=f"{last['cosine']:.3f}",
+                            wait=f"{last['wait_fraction']:.0%}")
+            window = dict.fromkeys(window, 0.0) | {"n": 0}
+        if done % s.checkpoint_every == 0 or done == s.iterations:
+            save_checkpoint(s.out / "checkpoint.pt", _checkpoint(run, opt, sched, done))
+    bar.close()
+    metrics.close()
+    if s.iterations == 0 or first >= s.iterations:
+        save_checkpoint(s.out / "checkpoint.pt", _checkpoint(run, opt, sched, max(first, s.iterations)))
+    summary = {"modality": s.modality, "init": s.init, "iterations": s.iterations, "teacher": run.teacher["id"],
+               "target_scale": run.scale, "final": last, "frames": len(run.dataset.ids)}
+    (s.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+

@@ -1,0 +1,103 @@
+"""Data for supervision transfer: a deterministic batch schedule, and batches of (student input, target).
+
+Each DataLoader item is one whole training step: the worker reads the modality images and fetches all
+of the batch's teacher maps in one batch request, so with ``num_workers`` workers and a prefetch factor
+the targets stay several steps ahead of the optimiser. Every worker process owns its own synchronous
+client (created lazily after the fork). The schedule is a pure function of (seed, step), so a resumed run
+sees exactly the batches and flips an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from shared.imageio import read_rgb
+from shared.presets import ModalityPreset
+
+__all__ = ["BatchSchedule", "TargetSource", "TransferBatches", "flip_target"]
+
+
+class TargetSource(Protocol):
+    def get_many(self, frame_ids: Sequence[str]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class BatchSchedule:
+    """Batches of ``batch_size`` frame indices from seeded per-epoch permutations, plus per-item flips."""
+
+    n_frames: int
+    batch_size: int
+    seed: int
+    flip: bool = True
+
+    def batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """(indices (B,), flips (B,) bool) of training step ``step`` (0-based)."""
+        start = step * self.batch_size
+        pos = np.arange(start, start + self.batch_size)
+        epochs, offsets = np.divmod(pos, self.n_frames)
+        idx = np.empty(self.batch_size, dtype=np.int64)
+        for e in np.unique(epochs):
+            perm = np.random.default_rng([self.seed, int(e)]).permutation(self.n_frames)
+            idx[epochs == e] = perm[offsets[epochs == e]]
+        flips = np.random.default_rng([self.seed, 7919, step]).random(self.batch_size) < 0.5
+        return idx, flips & self.flip
+
+
+def flip_target(target: np.ndarray) -> np.ndarray:
+    """Mirror a (C, H, W) teacher map left-right: the map of the mirrored RGB frame, up to border effects."""
+    return np.ascontiguousarray(target[..., ::-1])
+
+
+class TransferBatches(Dataset):
+    """Item ``k`` = training step ``first_step + k``: inputs (B, 3, H, W) float32, targets (B, C, h, w)."""
+
+    def __init__(
+        self,
+        frame_ids: Sequence[str],
+        image_paths: Sequence[Path],
+        preset: ModalityPreset,
+        schedule: BatchSchedule,
+        steps: int,
+        first_step: int,
+        input_hw: tuple[int, int],
+        make_source: Callable[[], TargetSource],
+    ) -> None:
+        if len(frame_ids) != len(image_paths) or not frame_ids:
+            raise ValueError(f"need matching, non-empty frame ids and paths ({len(frame_ids)} vs {len(image_paths)})")
+        self.ids, self.paths = list(frame_ids), list(image_paths)
+        self.preset, self.schedule, self.hw = preset, schedule, input_hw
+        self.steps, self.first_step = steps, first_step
+        self._make_source = make_source
+        self._source: TargetSource | None = None
+        self._pid = -1
+
+    def __len__(self) -> int:
+        return max(0, self.steps - self.first_step)
+
+    def source(self) -> TargetSource:
+        if self._source is None or self._pid != os.getpid():  # never share a connection pool across a fork
+            self._source, self._pid = self._make_source(), os.getpid()
+        return self._source
+
+    def load_input(self, i: int, flip: bool) -> torch.Tensor:
+        img = read_rgb(self.paths[i])
+        if img.shape[:2] != self.hw:
+            img = cv2.resize(img, (self.hw[1], self.hw[0]), interpolation=cv2.INTER_AREA)
+        return self.preset.to_tensor(self.preset.flip(img) if flip else img)
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        step = self.first_step + k
+        idx, flips = self.schedule.batch(step)
+        targets = self.source().get_many([self.ids[i] for i in idx])
+        x = torch.stack([self.load_input(int(i), bool(f)) for i, f in zip(idx, flips, strict=True)])
+        t = np.stack([flip_target(m) if f else m for m, f in zip(targets, flips, strict=True)])
+        return x, torch.from_numpy(t), step
