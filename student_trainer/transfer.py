@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from shared.client import TeacherClient
+from shared.device import select_device
 from shared.errors import ConfigError
 from shared.manifest import read_manifest
 from shared.nets.trunks import AlexNetTrunk, trunk_spec
@@ -30,17 +31,9 @@ from student_trainer.settings import TransferSettings
 from student_trainer.student import TransferModel, copy_rgb_weights, student_spec_for, target_geometry
 from student_trainer.transfer_data import BatchSchedule, TransferBatches
 
-__all__ = ["TransferRun", "batch_metrics", "build_transfer", "run_transfer", "select_device"]
+__all__ = ["TransferRun", "batch_metrics", "build_transfer", "run_transfer", "train_step"]
 
 log = logging.getLogger(__name__)
-
-
-def select_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' requested but CUDA is not available")
-    return torch.device(name)
 
 
 def batch_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
@@ -99,6 +92,29 @@ def build_transfer(s: TransferSettings, first_step: int = 0) -> TransferRun:
     return TransferRun(s, model, dataset, scale, info["teacher"] | {"id": info["teacher_id"]}, input_hw)
 
 
+def train_step(
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One SGD step on a batch (moved to ``device``; AMP when the scaler is enabled). Returns pred, target, loss."""
+    x = x.to(device, non_blocking=True)
+    target = target.to(device, non_blocking=True)
+    if device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
+        pred = model(x)
+    loss = F.mse_loss(pred.float(), target)
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+    return pred, target, loss
+
+
 def _checkpoint(run: TransferRun, opt, sched, step: int) -> dict[str, Any]:
     mod = preset(run.settings.modality)
     return {
@@ -132,8 +148,7 @@ def run_transfer(s: TransferSettings) -> dict[str, Any]:
     write_run_config(s.out, {"settings": json.loads(s.model_dump_json()), "teacher": run.teacher,
                              "target_scale": run.scale, "trunk": model.trunk.spec.model_dump()})
     metrics = MetricsLog(s.out / "metrics.jsonl", resume_step=first if state else None)
-    use_amp = s.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler(enabled=use_amp)
+    scaler = torch.amp.GradScaler(enabled=s.amp and device.type == "cuda")
     loader = DataLoader(run.dataset, batch_size=None, num_workers=s.loader_workers, pin_memory=device.type == "cuda",
                         prefetch_factor=s.prefetch if s.loader_workers else None)
     bar = tqdm(total=s.iterations, initial=first, desc=f"transfer {s.modality}", unit="step", disable=not s.progress)
@@ -147,19 +162,8 @@ def run_transfer(s: TransferSettings) -> dict[str, Any]:
         t_ready = time.perf_counter()
         if got_step != step:
             raise RuntimeError(f"data for step {got_step} arrived at step {step}")
-        x = x.to(device, non_blocking=True)
-        target = target.to(device, non_blocking=True) * run.scale
-        if device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        # forward
-        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-            pred = model(x)
-            loss = F.mse_loss(pred.float(), target)
-        # backward + step
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
+        # forward, backward, step
+        pred, target, loss = train_step(model, opt, scaler, x, target * run.scale, device)
         sched.step()
         # log
         now = time.perf_counter()

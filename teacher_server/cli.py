@@ -18,9 +18,10 @@ __all__ = ["main"]
 
 
 def _precompute(s: PrecomputeSettings) -> None:
+    from shared.device import select_device
     from shared.features import encoding
     from shared.nets.teachers import load_teacher
-    from teacher_server.precompute import WorkerSlot, precompute, select_device
+    from teacher_server.precompute import WorkerSlot, precompute
 
     if s.input_size is not None and len(s.input_size) != 2:
         raise XModalError(f"--input-size takes two numbers H W, got {s.input_size}")

@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
+from shared.device import select_device
 from shared.errors import DataError
 from shared.features import FeatureEncoding
 from shared.imageio import read_rgb
@@ -28,7 +29,7 @@ from shared.nets.teachers import LoadedTeacher
 from teacher_server.store import Collection, CollectionSpec, FeatureStore, shard_statistics
 from teacher_server.verify import damaged_shards
 
-__all__ = ["PrecomputeSummary", "WorkerSlot", "collection_specs", "precompute", "select_device"]
+__all__ = ["PrecomputeSummary", "WorkerSlot", "collection_specs", "precompute"]
 
 
 @dataclass(frozen=True)
@@ -64,15 +65,6 @@ class PrecomputeSummary:
     @property
     def frames_per_second(self) -> float:
         return self.frames_computed / self.seconds if self.seconds > 0 else 0.0
-
-
-def select_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present; asking for ``cuda`` without one is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DataError("device 'cuda' requested but CUDA is not available on this machine")
-    return torch.device(name)
 
 
 def _image_size(path: Path) -> tuple[int, int]:

@@ -1,0 +1,57 @@
+"""Shared pieces of the benchmarks: machine description, a served store in a subprocess, timing stats."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def machine() -> str:
+    """One line naming the machine the numbers came from."""
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}"
+
+
+def percentiles(seconds: list[float]) -> dict[str, float]:
+    a = np.asarray(seconds) * 1000
+    return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99))}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def served(store: Path, port: int | None = None) -> Iterator[str]:
+    """``teacher-server serve`` in its own process on 127.0.0.1; yields the URL, kills it afterwards."""
+    port = port or free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "teacher_server.cli", "serve", "--stores", str(store),
+                             "--port", str(port), "--log-level", "warning"], cwd=REPO)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -1,0 +1,165 @@
+"""Benchmark the teacher service: frames/s, MB/s and latency on loopback vs the in-process ceiling,
+and compression ratio / error per encoding on real teacher outputs of the synthetic set.
+
+Usage: python bench/serve.py --manifest runs/demo/data/synth/manifest.jsonl --teacher runs/demo/rgb/checkpoint.pt
+Prints Markdown tables (paste into BENCHMARKS.md) and writes bench/results/serve.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numcodecs
+import numpy as np
+
+from bench.common import REPO, machine, percentiles, served
+from shared.client import TeacherClient
+from shared.features import decode_batch, decode_chunk, encoding
+from shared.nets.teachers import load_teacher
+from teacher_server.precompute import precompute
+from teacher_server.reader import ChunkReader
+from teacher_server.store import FeatureStore
+
+
+def codec_table(feats: np.ndarray) -> list[dict]:
+    """Ratio and error of candidate encodings on real maps (N, C, H, W) float32."""
+    raw = feats.nbytes
+    peak = np.abs(feats).reshape(len(feats), -1).max(axis=1)[:, None]
+    cands = {
+        "float32 + zstd 1 (default)": (feats, numcodecs.Zstd(level=1, checksum=True)),
+        "float32 + zstd 3": (feats, numcodecs.Zstd(level=3)),
+        "float32 + blosc-zstd byte-shuffle": (feats, numcodecs.Blosc("zstd", 1, numcodecs.Blosc.SHUFFLE)),
+        "float32 + blosc-zstd bit-shuffle": (feats, numcodecs.Blosc("zstd", 1, numcodecs.Blosc.BITSHUFFLE)),
+        "float16 + zstd 1 (lossy option)": (feats.astype(np.float16), numcodecs.Zstd(level=1, checksum=True)),
+        "bfloat16 (uint16) + zstd 1": ((feats.view(np.uint32) >> 16).astype(np.uint16), numcodecs.Zstd(level=1)),
+    }
+    rows = []
+    for name, (arr, codec) in cands.items():
+        size = sum(len(codec.encode(np.ascontiguousarray(a))) for a in arr)
+        t = time.perf_counter()
+        for a in arr[:200]:
+            codec.decode(codec.encode(np.ascontiguousarray(a)))
+        per = (time.perf_counter() - t) / min(len(arr), 200)
+        back = arr.astype(np.float32) if arr.dtype != np.uint16 else (arr.astype(np.uint32) << 16).view(np.float32)
+        err = np.abs(back - feats).reshape(len(feats), -1)
+        rows.append({"encoding": name, "ratio": raw / size, "max_rel_error": float((err / np.maximum(peak, 1e-12))
+                     .max()), "mean_abs_error": float(err.mean()), "encode+decode_us": per * 1e6})
+    return rows
+
+
+def in_process(store_path: Path, ids: list[str], rounds: int) -> dict:
+    """Ceiling: the server's own read path (pread with cached shard index) plus the client's decode."""
+    store = FeatureStore.open(store_path)
+    reader = ChunkReader([store])
+    enc = store.encoding
+    t = time.perf_counter()
+    n = 0
+    for _ in range(rounds):
+        for fid in ids:
+            c = reader.read(fid)
+            decode_chunk(c.data, c.shape, enc)
+            n += 1
+    dt = time.perf_counter() - t
+    reader.close()
+    return {"frames_per_s": n / dt}
+
+
+def http_single(url: str, ids: list[str], rounds: int) -> dict:
+    lat = []
+    nbytes = 0
+    with TeacherClient(url) as c:
+        c.get(ids[0])
+        t0 = time.perf_counter()
+        for _ in range(rounds):
+            for fid in ids:
+                t = time.perf_counter()
+                r = c._http.get(f"/features/{fid}")
+                decode_chunk(r.content, tuple(int(v) for v in r.headers["x-feature-shape"].split(",")), c.encoding)
+                lat.append(time.perf_counter() - t)
+                nbytes += len(r.content)
+        dt = time.perf_counter() - t0
+    return {"frames_per_s": len(lat) / dt, "MB_per_s": nbytes / dt / 1e6, **percentiles(lat)}
+
+
+def http_batch(url: str, ids: list[str], rounds: int, batch: int) -> dict:
+    """Batch requests decoded like TeacherClient.get_many does, counting bytes on the wire."""
+    lat = []
+    frames = nbytes = 0
+    with TeacherClient(url) as c:
+        enc = c.encoding
+        t0 = time.perf_counter()
+        for _ in range(rounds):
+            for i in range(0, len(ids) - batch + 1, batch):
+                t = time.perf_counter()
+                r = c._http.post("/features/batch", json={"ids": ids[i : i + batch]})
+                for e in decode_batch(r.content):
+                    decode_chunk(e.data, e.shape, enc)
+                    frames += 1
+                lat.append(time.perf_counter() - t)
+                nbytes += len(r.content)
+        dt = time.perf_counter() - t0
+    return {"frames_per_s": frames / dt, "MB_per_s": nbytes / dt / 1e6, "batch": batch, **percentiles(lat)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--manifest", type=Path, required=True)
+    p.add_argument("--teacher", type=str, required=True, help="checkpoint path, or 'alexnet'/'vgg16' (random)")
+    p.add_argument("--frames", type=int, default=1000, help="frames to precompute and read")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "serve.json")
+    args = p.parse_args()
+    teacher = (load_teacher("checkpoint", args.teacher) if Path(args.teacher).is_file()
+               else load_teacher(args.teacher, "random"))
+    with tempfile.TemporaryDirectory() as tmp:
+        from shared.manifest import read_manifest, write_manifest
+
+        m = read_manifest(args.manifest)
+        sub = Path(tmp) / "manifest.jsonl"
+        frames = [f.model_copy(update={"rgb": str(m.path(f.rgb)), "depth": None, "raw_depth": None, "hha": None,
+                                       "rgb_next": None, "flow": None, "intrinsics": None}) for f in m][: args.frames]
+        write_manifest(sub, m.header, frames)
+        store = Path(tmp) / "store"
+        t = time.perf_counter()
+        summary = precompute(store, [sub], teacher, encoding("f32-zstd1"), progress=False)
+        pre_s = time.perf_counter() - t
+        col = FeatureStore.open(store).collections[m.header.dataset]
+        feats = col.read(slice(None))
+        ids = col.ids
+        results = {
+            "machine": machine(), "teacher": teacher.identity.short_id(), "frames": len(ids),
+            "map_shape": list(col.shape), "precompute_frames_per_s": summary.frames_computed / pre_s,
+            "zero_fraction": float((feats == 0).mean()), "codecs": codec_table(feats),
+            "in_process": in_process(store, ids, args.rounds),
+        }
+        with served(store) as url:
+            results["http_single"] = http_single(url, ids, args.rounds)
+            results["http_batch"] = http_batch(url, ids, args.rounds, args.batch)
+    ceiling = results["in_process"]["frames_per_s"]
+    results["batch_vs_ceiling"] = results["http_batch"]["frames_per_s"] / ceiling
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"Machine: {results['machine']}; teacher {results['teacher']}; {len(ids)} frames of {col.shape}, "
+          f"{results['zero_fraction']:.0%} zeros\n")
+    print("| encoding | ratio vs float32 | max rel. error | mean abs error | encode+decode µs/frame |")
+    print("|---|---|---|---|---|")
+    for r in results["codecs"]:
+        print(f"| {r['encoding']} | {r['ratio']:.2f}x | {r['max_rel_error']:.1e} | {r['mean_abs_error']:.1e} | "
+              f"{r['encode+decode_us']:.0f} |")
+    s, b = results["http_single"], results["http_batch"]
+    print("\n| path | frames/s | MB/s | p50 ms | p99 ms | vs ceiling |\n|---|---|---|---|---|---|")
+    print(f"| in-process pread + decode (ceiling) | {ceiling:.0f} | | | | 1.00 |")
+    print(f"| HTTP single GET | {s['frames_per_s']:.0f} | {s['MB_per_s']:.1f} | {s['p50_ms']:.2f} | "
+          f"{s['p99_ms']:.2f} | {s['frames_per_s'] / ceiling:.2f} |")
+    print(f"| HTTP batch of {b['batch']} | {b['frames_per_s']:.0f} | {b['MB_per_s']:.1f} | {b['p50_ms']:.2f} | "
+          f"{b['p99_ms']:.2f} | "
+          f"{results['batch_vs_ceiling']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
