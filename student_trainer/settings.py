@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, SecretStr, model_validator
+from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["TRANSFER_PROFILES", "TransferSettings"]
@@ -63,6 +63,11 @@ class TransferSettings(BaseSettings):
     log_every: int = Field(20, ge=1, description="steps between metrics lines")
     resume: bool = Field(False, description="continue from <out>/checkpoint.pt")
     progress: bool = Field(True, description="show a progress bar")
+
+    @field_validator("teacher_token", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, v: object) -> object:
+        return None if v in ("", None) else v
 
     @model_validator(mode="before")
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, SecretStr
+from pydantic import BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["PrecomputeSettings", "ServeSettings", "VerifySettings"]
@@ -58,6 +58,11 @@ class ServeSettings(BaseSettings):
     max_body_bytes: int = Field(1 << 20, ge=1024, description="largest accepted request body")
     workers: int = Field(1, ge=1, description="uvicorn worker processes")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="log level")
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, v: object) -> object:
+        return None if v in ("", None) else v  # TEACHER_TOKEN= (empty, as in .env) means no auth
 
 
 class VerifySettings(BaseSettings):

@@ -1,0 +1,94 @@
+"""Child processes of a pipeline: started in their own process groups, logged to files, all stopped on exit.
+
+Ctrl-C (or any error) in the parent terminates every child it started — servers and trainers alike — first
+with SIGTERM, then SIGKILL after a grace period, so a demo never leaves orphans holding ports or GPUs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+
+from shared.errors import XModalError
+
+__all__ = ["ProcessGroup", "free_port"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ProcessGroup:
+    """Starts console commands (``python -m module ...``) and guarantees they are stopped."""
+
+    def __init__(self, log_dir: Path, grace_s: float = 10.0) -> None:
+        self.log_dir, self.grace_s = log_dir, grace_s
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+        log_dir.mkdir(parents=True, exist_ok=True)
+
+    def start(self, name: str, module: str, args: Sequence[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Start ``python -m module args`` with stdout+stderr appended to ``<log_dir>/<name>.log``."""
+        log = (self.log_dir / f"{name}.log").open("a")
+        proc = subprocess.Popen([sys.executable, "-m", module, *map(str, args)], stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, **(env or {})}, start_new_session=True)
+        log.close()
+        self.procs.append((name, proc))
+        return proc
+
+    def wait(self, *procs: subprocess.Popen, timeout: float | None = None) -> None:
+        """Wait for ``procs``; a failure names the process and the tail of its log."""
+        for proc in procs:
+            rc = proc.wait(timeout)
+            if rc != 0:
+                name = next(n for n, p in self.procs if p is proc)
+                tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-2000:]
+                raise XModalError(f"{name} failed with exit code {rc}; log {self.log_dir / name}.log ends:\n{tail}")
+
+    def run(self, name: str, module: str, args: Sequence[str], env: dict[str, str] | None = None) -> None:
+        """Start and wait (a foreground step)."""
+        self.wait(self.start(name, module, args, env))
+
+    def wait_healthy(self, url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                self.wait(proc)
+                raise XModalError(f"server for {url} exited early")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
+                    return
+            time.sleep(0.2)
+        raise XModalError(f"{url} did not become healthy within {timeout:.0f} s")
+
+    def stop(self, proc: subprocess.Popen) -> None:
+        """SIGTERM the process group, SIGKILL after the grace period."""
+        if proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(self.grace_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def __enter__(self) -> ProcessGroup:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for _, proc in reversed(self.procs):
+            self.stop(proc)
