@@ -33,8 +33,8 @@ from zarr.codecs import ZstdCodec
 
 from shared.errors import DataError, XModalError
 from shared.features import FeatureEncoding
+from shared.identity import TeacherIdentity
 from shared.ids import validate_frame_id
-from shared.nets.teachers import TeacherIdentity
 
 __all__ = [
     "STORE_FORMAT",

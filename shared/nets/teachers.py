@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from shared.errors import WeightsUnavailableError
+from shared.identity import TeacherIdentity
 from shared.nets.trunks import AlexNetTrunk, TrunkSpec
 
 __all__ = [
@@ -41,24 +42,6 @@ _TORCHVISION: dict[str, tuple[Callable[..., nn.Module], Any]] = {
     "vgg16": (torchvision.models.vgg16, torchvision.models.VGG16_Weights.IMAGENET1K_V1),
 }
 TEACHER_ARCHS = (*sorted(_TORCHVISION), "checkpoint")
-
-
-class TeacherIdentity(BaseModel):
-    """Everything that determines a teacher's features, recorded in the feature store."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    arch: str
-    layer: str = "pool5"
-    weights: str
-    weights_digest: str
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    out_channels: int
-
-    def short_id(self) -> str:
-        """A compact id for headers and logs: ``arch-layer-digest12``."""
-        return f"{self.arch}-{self.layer}-{self.weights_digest[:12]}"
 
 
 class LoadedTeacher(BaseModel):
