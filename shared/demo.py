@@ -1,14 +1,20 @@
-"""``xmodal-demo``: the end-to-end job on the built-in synthetic dataset.
+"""``xmodal-demo``: the whole system end to end on the built-in synthetic dataset.
 
-Stages run in order and each is resumable (a rerun skips finished work). Implemented so far:
-render the paired dataset, encode HHA and flow images, draw the contact sheet. Teacher precompute,
-serving, student training and detection join as their components land.
+Stages (each resumable; a rerun skips finished work):
+1. render the paired dataset, encode HHA + flow, draw the contact sheet (``xmodal-data synth``);
+2. train the RGB detector on ``rgb_train`` — its trunk is the "adapted" teacher (``student-trainer detect``);
+   and an untrained copy of it (0 iterations) — the random-teacher control;
+3. ``teacher-server precompute`` both teachers into two Zarr stores;
+4. ``teacher-server serve`` each store as its own process; the HHA and flow students train at the same time
+   against it (two processes), first against the trained teacher, then against the control;
+5. ``student-trainer compare`` for HHA and for flow (detectors for every init, RGB alone, fusion);
+6. the report: ``<out>/report/report.md`` with the comparison tables, plots and the contact sheet.
+Ctrl-C stops every process the demo started.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -19,70 +25,127 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import XModalError
+from shared.procs import ProcessGroup, free_port
 from shared.settings import add_settings_arguments, settings_from_args
 
 __all__ = ["DemoSettings", "main", "run_demo"]
+
+_SEEDS = {"tiny": [0], "quick": [0], "full": [0, 1, 2]}
 
 
 class DemoSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="XMODAL_DEMO_", extra="ignore")
 
     profile: Literal["tiny", "quick", "full"] = Field("quick", description="dataset and training size profile")
-    out: Path = Field(Path("runs/demo"), description="folder for data, store, checkpoints and the report")
-    seed: int = Field(0, description="seed of the dataset and of every training run")
-    workers: int | None = Field(None, ge=1, description="processes for data work (default: all cores)")
-    progress: bool = Field(True, description="show progress bars")
+    out: Path = Field(Path("runs/demo"), description="folder for data, stores, runs and the report")
+    seed: int = Field(0, description="seed of the dataset")
+    device: str = Field("auto", description="device of every training process ('auto': CUDA when present)")
 
 
-def run_demo(s: DemoSettings) -> dict[str, float]:
-    """Run every stage; returns seconds per stage (also written to ``<out>/report/timings.json``)."""
-    from shared.encode import encode_manifest
-    from shared.manifest import read_manifest
-    from shared.synth.config import SynthConfig
-    from shared.synth.contact_sheet import make_contact_sheet
-    from shared.synth.dataset import generate_synth
+class Demo:
+    """The pipeline's paths and steps; each step skips itself when its output exists."""
 
-    report = s.out / "report"
-    report.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
+    def __init__(self, s: DemoSettings, procs: ProcessGroup) -> None:
+        self.s, self.p = s, procs
+        self.data = s.out / "data" / "synth"
+        self.manifest = self.data / "manifest.jsonl"
+        self.runs = s.out / "runs"
+        self.report = s.out / "report"
+        self.timings: dict[str, float] = {}
+        self.common = ["--profile", s.profile, "--no-progress"]
 
-    t = time.perf_counter()
-    config = SynthConfig.profile(s.profile).model_copy(update={"seed": s.seed})
-    manifest = generate_synth(s.out / "data" / "synth", config, workers=s.workers, progress=s.progress)
-    timings["render"] = time.perf_counter() - t
+    def _timed(self, name: str, fn) -> None:
+        t = time.perf_counter()
+        print(f"== {name}", flush=True)
+        fn()
+        self.timings[name] = round(time.perf_counter() - t, 1)
+        print(f"   {name}: {self.timings[name]:.1f} s", flush=True)
 
-    t = time.perf_counter()
-    encode_manifest(manifest, workers=s.workers, progress=s.progress)
-    timings["encode"] = time.perf_counter() - t
+    def dataset(self) -> None:
+        self.p.run("data", "shared.cli", ["synth", "--profile", self.s.profile, "--out", self.data,
+                                          "--seed", self.s.seed, "--no-progress"])
 
-    t = time.perf_counter()
-    sheet = make_contact_sheet(manifest, report / "contact_sheet.png")
-    timings["contact_sheet"] = time.perf_counter() - t
+    def rgb_teachers(self) -> None:
+        for name, extra in (("rgb", []), ("rgb-untrained", ["--iterations", "0"])):
+            if not (self.runs / name / "summary.json").is_file():
+                self.p.run(name, "student_trainer.cli", ["detect", "--modality", "rgb", "--init", "random",
+                                                         "--manifest", self.manifest, "--out", self.runs / name,
+                                                         "--device", self.s.device, "--resume", *extra,
+                                                         *self.common])
 
-    (report / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
-    m = read_manifest(manifest)
-    print(f"dataset: {manifest} ({len(m)} frames; splits {m.splits()})")
-    print(f"contact sheet: {sheet}")
-    print("seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
-    return timings
+    def stores(self) -> None:
+        for store, run in (("store", "rgb"), ("store-untrained", "rgb-untrained")):
+            self.p.run(f"precompute-{store}", "teacher_server.cli", [
+                "precompute", "--store", self.s.out / store, "--manifests", self.manifest, "--arch", "checkpoint",
+                "--weights", self.runs / run / "checkpoint.pt", "--device", self.s.device, "--no-progress"])
+
+    def students(self) -> None:
+        for store, prefix in (("store", "transfer"), ("store-untrained", "control")):
+            todo = [m for m in ("hha", "flow") if not (self.runs / f"{prefix}-{m}" / "summary.json").is_file()]
+            if not todo:
+                continue
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            server = self.p.start(f"serve-{store}", "teacher_server.cli", [
+                "serve", "--stores", self.s.out / store, "--port", port, "--log-level", "warning"])
+            self.p.wait_healthy(url, server)
+            students = [self.p.start(f"{prefix}-{m}", "student_trainer.cli", [
+                "transfer", "--modality", m, "--teacher-url", url, "--manifest", self.manifest,
+                "--out", self.runs / f"{prefix}-{m}", "--device", self.s.device, "--resume", *self.common])
+                for m in todo]
+            self.p.wait(*students)
+            self.p.stop(server)
+
+    def compare(self) -> None:
+        seeds = [str(x) for x in _SEEDS[self.s.profile]]
+        for m in ("hha", "flow"):
+            self.p.run(f"compare-{m}", "student_trainer.cli", [
+                "compare", "--modality", m, "--manifest", self.manifest, "--out", self.runs / f"compare-{m}",
+                "--rgb-run", self.runs / "rgb", "--transfer", self.runs / f"transfer-{m}" / "checkpoint.pt",
+                "--control", self.runs / f"control-{m}" / "checkpoint.pt", "--seeds", *seeds,
+                "--device", self.s.device, *self.common])
+
+    def write_report(self) -> Path:
+        from shared.report import write_demo_report
+
+        return write_demo_report(self.s.out, self.runs, self.data, self.report, self.timings, self.s.profile)
+
+    def run(self) -> Path:
+        for name, fn in (("dataset", self.dataset), ("rgb teacher", self.rgb_teachers), ("precompute", self.stores),
+                         ("students", self.students), ("compare", self.compare)):
+            self._timed(name, fn)
+        return self.write_report()
+
+
+def run_demo(s: DemoSettings) -> Path:
+    """Run every stage; returns the report path."""
+    t0 = time.perf_counter()
+    with ProcessGroup(s.out / "logs") as procs:
+        demo = Demo(s, procs)
+        report = demo.run()
+    total = time.perf_counter() - t0
+    print(f"report: {report} (total {total / 60:.1f} min; logs in {s.out / 'logs'})")
+    return report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="xmodal-demo",
-        description="End-to-end demo of cross-modal supervision transfer on the built-in synthetic dataset. "
+        description="End-to-end demo of cross-modal supervision transfer on the built-in synthetic dataset: "
+        "data, RGB teacher, feature cache, HHA and flow students in parallel, detectors, comparison report. "
         "Resumable: rerun the same command to continue after an interruption.",
     )
     add_settings_arguments(parser, DemoSettings)
     args = parser.parse_args(argv)
     try:
-        run_demo(settings_from_args(DemoSettings, args))
+        report = run_demo(settings_from_args(DemoSettings, args))
     except XModalError as e:
         print(f"xmodal-demo: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("xmodal-demo: interrupted; rerun the same command to resume", file=sys.stderr)
+        print("xmodal-demo: interrupted; every process it started was stopped. Rerun to resume.", file=sys.stderr)
         return 130
+    print(report.read_text())
     return 0
 
 

@@ -12,6 +12,8 @@ from pydantic_settings import BaseSettings
 
 from shared.errors import XModalError
 from shared.settings import add_settings_arguments, settings_from_args
+from student_trainer.compare import CompareSettings
+from student_trainer.detect_settings import DetectSettings
 from student_trainer.settings import TransferSettings
 
 __all__ = ["main"]
@@ -24,10 +26,31 @@ def _transfer(s: TransferSettings) -> None:
     print(json.dumps(summary, indent=2))
 
 
+def _detect(s: DetectSettings) -> None:
+    from student_trainer.detect import run_detect
+
+    summary = run_detect(s)
+    print(json.dumps(summary, indent=2))
+
+
+def _compare(s: CompareSettings) -> None:
+    from student_trainer.compare import run_compare
+
+    report = run_compare(s)
+    print((s.out / "report.md").read_text())
+    print(f"wrote {s.out / 'compare.json'} ({len(report['rows'])} methods)")
+
+
 _COMMANDS: dict[str, tuple[type[BaseSettings], Callable, str]] = {
     "transfer": (TransferSettings, _transfer,
                  "train a depth (HHA) or flow student to regress the cached teacher pool5 maps "
                  "(also writes the random / copy-rgb baseline trunks with --iterations 0)"),
+    "detect": (DetectSettings, _detect,
+               "train a Fast R-CNN detector (rgb, hha or flow) from a random, copy-rgb or transferred trunk on "
+               "external proposals, and report VOC AP on the test split"),
+    "compare": (CompareSettings, _compare,
+                "the paper's Table 1 for one modality: detectors from every trunk init (no init, copy-rgb, "
+                "transfer, frozen, untrained-teacher control), RGB alone and RGB fusion, over seeds"),
 }
 
 

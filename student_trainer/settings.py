@@ -21,6 +21,7 @@ def _split_commas(value: object) -> object:
 
 StrList = Annotated[list[str], NoDecode, BeforeValidator(_split_commas)]
 FloatList = Annotated[list[float], NoDecode, BeforeValidator(_split_commas)]
+IntList = Annotated[list[int], NoDecode, BeforeValidator(_split_commas)]
 
 TRANSFER_PROFILES: dict[str, dict[str, Any]] = {
     "tiny": {"iterations": 40, "batch_size": 8, "width": 0.5, "checkpoint_every": 20, "log_every": 5},

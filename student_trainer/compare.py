@@ -1,0 +1,154 @@
+"""The paper's comparison (Table 1): detectors for the new modality from every trunk initialisation.
+
+For one modality (HHA or flow) and each seed, trains and evaluates Fast R-CNN detectors initialised with
+no init, copy from RGB, supervision transfer (fine-tuned and with the trunk frozen) and — the control —
+supervision transfer from an untrained (random-weight) teacher; plus RGB alone and the late fusion of RGB
+with the supervision-transfer detector, all on the same test split and proposals. Every run is resumable
+(a finished run is only re-read), so rerunning the command continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.errors import ConfigError
+from student_trainer.detect import evaluate_fused, run_detect
+from student_trainer.detect_settings import DetectSettings
+from student_trainer.settings import IntList
+
+__all__ = ["METHODS", "CompareSettings", "run_compare"]
+
+# (key, row label, detector init, which checkpoint initialises the trunk)
+METHODS: list[tuple[str, str, str, str | None]] = [
+    ("no-init", "no init (random trunk)", "random", None),
+    ("copy-rgb", "copy from RGB", "copy-rgb", "rgb"),
+    ("transfer", "supervision transfer", "transfer", "transfer"),
+    ("transfer-frozen", "supervision transfer, trunk frozen", "transfer-frozen", "transfer"),
+    ("control", "transfer from an untrained teacher (control)", "transfer", "control"),
+]
+
+
+class CompareSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STUDENT_COMPARE_", extra="ignore")
+
+    modality: Literal["hha", "flow"] = Field(description="the new modality")
+    manifest: Path = Field(description="manifest with labelled frames of the modality and RGB")
+    out: Path = Field(description="folder for every detector run, compare.json and report.md")
+    rgb_run: Path = Field(description="run folder of the RGB detector (student-trainer detect --modality rgb)")
+    transfer: Path = Field(description="supervision-transfer student checkpoint (trained teacher)")
+    control: Path | None = Field(None, description="student checkpoint transferred from an untrained teacher")
+    seeds: IntList = Field([0], description="detector seeds (mean and spread over them)")
+    profile: Literal["tiny", "quick", "full"] = Field("quick", description="detector size profile")
+    proposals: Path | None = Field(None, description="proposals .npz (default: generated and cached)")
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
+    progress: bool = Field(True, description="show progress bars")
+
+
+def _detect(s: CompareSettings, out: Path, **kw: Any) -> dict[str, Any]:
+    summary = out / "summary.json"
+    if summary.is_file():  # finished earlier: reuse (every run is deterministic given its settings)
+        return json.loads(summary.read_text())
+    settings = DetectSettings(manifest=s.manifest, out=out, profile=s.profile, proposals=s.proposals,
+                              device=s.device, progress=s.progress, resume=True, **kw)
+    return run_detect(settings)
+
+
+def _rgb_alone(s: CompareSettings, test_split: str) -> Path:
+    """The RGB detector evaluated on this modality's test split, in a folder of its own."""
+    out = s.out / "rgb"
+    src = s.rgb_run / "checkpoint.pt"
+    if not src.is_file():
+        raise ConfigError(f"RGB detector checkpoint {src} does not exist; train it with "
+                          "`student-trainer detect --modality rgb` first")
+    config = json.loads((s.rgb_run / "config.json").read_text())["settings"]
+    if not (out / "checkpoint.pt").is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, out / "checkpoint.pt")
+    keep = ("iterations", "images_per_batch", "rois_per_image", "lr", "fc_width", "width", "trunk", "batch_norm",
+            "dropout", "seed", "train_splits", "max_proposals", "short_side", "max_side")
+    _detect(s, out, modality="rgb", init="random", test_split=test_split,
+            **{k: config[k] for k in keep if config.get(k) is not None})
+    return out
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    a = np.asarray(values, dtype=float)
+    return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0, "n": len(a)}
+
+
+def run_compare(s: CompareSettings) -> dict[str, Any]:
+    """Run (or resume) every detector of the comparison; write compare.json and report.md."""
+    ckpts = {"rgb": s.rgb_run / "checkpoint.pt", "transfer": s.transfer, "control": s.control}
+    test_split = DetectSettings(modality=s.modality, manifest=s.manifest, out=s.out).default_test_split()
+    rows: dict[str, dict[str, Any]] = {}
+    for key, label, init, source in METHODS:
+        if source == "control" and s.control is None:
+            continue
+        runs = []
+        for seed in s.seeds:
+            kw = {"trunk_checkpoint": ckpts[source]} if source else {}
+            runs.append(_detect(s, s.out / f"{key}-seed{seed}", modality=s.modality, init=init, seed=seed, **kw))
+        rows[key] = {"label": label, "mAP": _stats([r["mAP"] for r in runs]), "runs": runs}
+    rgb_dir = _rgb_alone(s, test_split)
+    rgb = json.loads((rgb_dir / "summary.json").read_text())
+    rows["rgb"] = {"label": "RGB alone", "mAP": _stats([rgb["mAP"]]), "runs": [rgb]}
+    fused = []
+    for seed in s.seeds:
+        result = evaluate_fused(rgb_dir, s.out / f"transfer-seed{seed}", s.manifest, test_split,
+                                out=s.out / f"fusion-seed{seed}")
+        fused.append({"mAP": result.mean_ap, "ap": {k: (None if math.isnan(v) else v)
+                                                    for k, v in result.ap_by_class().items()}})
+    rows["fusion"] = {"label": f"RGB + {s.modality.upper()} (late fusion, transfer)", "mAP": _stats(
+        [f["mAP"] for f in fused]), "runs": fused}
+    report = {"modality": s.modality, "test_split": test_split, "seeds": s.seeds, "profile": s.profile,
+              "rows": rows}
+    s.out.mkdir(parents=True, exist_ok=True)
+    (s.out / "compare.json").write_text(json.dumps(report, indent=2) + "\n")
+    (s.out / "report.md").write_text(comparison_markdown(report))
+    _plot(report, s.out / "comparison.png")
+    return report
+
+
+def comparison_markdown(report: dict[str, Any]) -> str:
+    """Table 1 style: rows = methods, columns = per-class AP (seed mean) and mAP mean ± std over seeds."""
+    rows = report["rows"]
+    classes = list(next(iter(rows.values()))["runs"][0]["ap"])
+    head = "| method | " + " | ".join(classes) + " | mAP |\n|---|" + "---|" * (len(classes) + 1) + "\n"
+    lines = []
+    for row in rows.values():
+        per_class = []
+        for c in classes:
+            vals = [r["ap"].get(c) for r in row["runs"] if r["ap"].get(c) is not None]
+            per_class.append(f"{100 * np.mean(vals):.1f}" if vals else "–")
+        m = row["mAP"]
+        spread = f" ± {100 * m['std']:.1f}" if m["n"] > 1 else ""
+        lines.append(f"| {row['label']} | " + " | ".join(per_class) + f" | **{100 * m['mean']:.1f}**{spread} |")
+    title = (f"### {report['modality'].upper()} detection on `{report['test_split']}` "
+             f"(VOC AP at IoU 0.5, %, {len(report['seeds'])} seed(s), profile {report['profile']})\n\n")
+    return title + head + "\n".join(lines) + "\n"
+
+
+def _plot(report: dict[str, Any], path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = list(report["rows"].values())
+    fig = Figure(figsize=(8, 0.5 + 0.45 * len(rows)))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    means = [100 * r["mAP"]["mean"] for r in rows]
+    stds = [100 * r["mAP"]["std"] for r in rows]
+    ax.barh([r["label"] for r in rows], means, xerr=stds, color="#4c72b0")
+    ax.invert_yaxis()
+    ax.set_xlabel("mAP (%)")
+    ax.set_title(f"{report['modality'].upper()} detectors on {report['test_split']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)

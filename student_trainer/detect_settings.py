@@ -1,0 +1,117 @@
+"""Settings of ``student-trainer detect``; each field is a CLI flag and a ``STUDENT_DETECT_*`` env var.
+
+``profile`` fills the size-related fields a user did not set; anything given explicitly wins.
+
+* ``full``: the paper's Fast R-CNN schedule (lr 0.001, x0.1 after 75 % = 30k of 40k iterations, fc 4096) for a
+  GPU run.
+* ``quick``: the CPU demo on the synthetic set: 400 iterations, fc width 256, lr 0.01. The paper's 0.001 is for
+  40k iterations of a trunk without BatchNorm; with our BatchNorm trunks and a run 100x shorter, 0.001 barely
+  moves a random trunk, while 0.01 trains stably (momentum 0.9, wd 5e-4, x0.1 after 75 % as in the paper).
+* ``tiny``: unit tests (a few iterations, tiny widths).
+
+Input scale: frames are used at their own size unless ``--short-side`` is given (the paper: 688, capped at
+``--max-side`` 2000); proposals and boxes are rescaled by the same factor.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from student_trainer.settings import FloatList, StrList
+
+__all__ = ["DETECT_PROFILES", "DetectSettings"]
+
+DETECT_PROFILES: dict[str, dict[str, Any]] = {
+    "tiny": {"iterations": 30, "fc_width": 32, "width": 0.5, "lr": 0.01, "rois_per_image": 64,
+             "checkpoint_every": 10, "log_every": 5, "max_proposals": 300},
+    "quick": {"iterations": 400, "fc_width": 256, "width": 1.0, "lr": 0.01, "rois_per_image": 128,
+              "checkpoint_every": 100, "log_every": 20, "max_proposals": 2000},
+    "full": {"iterations": 40000, "fc_width": 4096, "width": 1.0, "lr": 0.001, "rois_per_image": 128,
+             "checkpoint_every": 2000, "log_every": 50, "max_proposals": 2000},
+}
+
+_TRAIN_SPLITS = {"rgb": "rgb_train", "hha": "depth_train", "flow": "flow_train"}
+_TEST_SPLITS = {"rgb": "depth_test", "hha": "depth_test", "flow": "flow_test"}
+
+
+class DetectSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STUDENT_DETECT_", extra="ignore")
+
+    modality: Literal["rgb", "hha", "flow"] = Field(description="detector input modality")
+    manifest: Path = Field(description="manifest with labelled frames (HHA / flow images encoded)")
+    out: Path = Field(description="run folder: checkpoint.pt, metrics.jsonl, config.json, eval.json, ...")
+    init: Literal["random", "copy-rgb", "transfer", "transfer-frozen"] = Field(
+        "random", description="trunk initialisation: no init, RGB weights copied, a supervision-transfer student "
+        "(fine-tuned), or the student with its trunk frozen (fc layers only)")
+    trunk_checkpoint: Path | None = Field(
+        None, description="student / teacher / detector checkpoint whose trunk initialises the detector "
+        "(required unless --init random)")
+    proposals: Path | None = Field(
+        None, description="proposals .npz (frame id -> (N, 4) boxes); default: generated once and cached "
+        "beside the manifest")
+    train_splits: StrList | None = Field(
+        None, description="training splits (default: rgb_train / depth_train / flow_train by modality)")
+    test_split: str | None = Field(None, description="evaluation split (default: depth_test; flow_test for flow)")
+    profile: Literal["tiny", "quick", "full"] = Field("quick", description="size defaults for unset fields")
+    iterations: int = Field(400, ge=0, description="optimiser steps (0: evaluate the initial detector)")
+    images_per_batch: int = Field(2, ge=1, description="images per step (2 in the paper)")
+    rois_per_image: int = Field(128, ge=1, description="sampled RoIs per image (128 in the paper)")
+    fg_fraction: float = Field(0.25, gt=0, le=1, description="largest foreground share of the sampled RoIs")
+    fg_iou: float = Field(0.5, gt=0, le=1, description="IoU that makes a RoI foreground (background below)")
+    lr: float = Field(0.01, gt=0, description="initial learning rate (SGD)")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    weight_decay: float = Field(5e-4, ge=0, description="SGD weight decay")
+    lr_milestones: FloatList = Field([0.75], description="fractions of the run where lr is multiplied by lr_gamma")
+    lr_gamma: float = Field(0.1, gt=0, description="learning-rate step factor")
+    box_loss_beta: float = Field(1.0, ge=0, description="smooth-L1 beta of the box loss (Fast R-CNN 1, "
+                                 "torchvision 1/9)")
+    trunk: Literal["alexnet", "alexnet-small"] = Field("alexnet-small", description="trunk layout (--init random)")
+    width: float = Field(1.0, gt=0, description="trunk channel width multiplier (--init random)")
+    batch_norm: bool | None = Field(None, description="BatchNorm in the trunk (--init random; default: the "
+                                    "layout's own)")
+    fc_width: int = Field(256, ge=1, description="width of fc6 and fc7 (4096 in the paper)")
+    dropout: float = Field(0.5, ge=0, lt=1, description="dropout after fc6 and fc7")
+    short_side: int | None = Field(None, ge=8, description="resize frames to this shorter side (paper: 688; "
+                                   "default: native size)")
+    max_side: int = Field(2000, ge=8, description="cap of the longer side after resizing")
+    max_proposals: int = Field(2000, ge=1, description="first proposals used per frame")
+    flip: bool = Field(True, description="random horizontal flips in training (flow u negated)")
+    score_thresh: float = Field(1e-3, ge=0, lt=1, description="evaluation score threshold")
+    nms_thresh: float = Field(0.3, gt=0, le=1, description="evaluation per-class NMS IoU")
+    detections_per_image: int = Field(100, ge=1, description="detections kept per image")
+    eval_batch_size: int = Field(8, ge=1, description="frames per evaluation forward")
+    seed: int = Field(0, description="seed of weights, batch order, flips and RoI sampling")
+    loader_workers: int = Field(1, ge=0, description="DataLoader processes")
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
+    amp: bool = Field(True, description="mixed precision on CUDA")
+    checkpoint_every: int = Field(100, ge=1, description="steps between checkpoints")
+    log_every: int = Field(20, ge=1, description="steps between metrics lines")
+    resume: bool = Field(False, description="continue from <out>/checkpoint.pt")
+    progress: bool = Field(True, description="show progress bars")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _profile_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            profile = data.get("profile", "quick")
+            for key, value in DETECT_PROFILES.get(str(profile), {}).items():
+                data.setdefault(key, value)
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> DetectSettings:
+        if self.init != "random" and self.trunk_checkpoint is None:
+            raise ValueError(f"--init {self.init} needs --trunk-checkpoint")
+        if any(not 0 < m < 1 for m in self.lr_milestones):
+            raise ValueError(f"lr_milestones are fractions in (0, 1), got {self.lr_milestones}")
+        return self
+
+    def default_train_splits(self) -> list[str]:
+        return self.train_splits or [_TRAIN_SPLITS[self.modality]]
+
+    def default_test_split(self) -> str:
+        return self.test_split or _TEST_SPLITS[self.modality]
