@@ -133,9 +133,9 @@ def _proposals(s: DetectSettings, manifest: Manifest, splits: Sequence[str]) -> 
     """
     if s.proposals is not None:
         return load_proposals(s.proposals)
-    cache = default_cache_path(manifest.source)
+    cache = default_cache_path(manifest.source, s.proposal_method)
     log.info("no --proposals given: using the generator's cache %s", cache)
-    generate_proposals(manifest.source, cache, splits=list(splits), progress=s.progress)
+    generate_proposals(manifest.source, cache, method=s.proposal_method, splits=list(splits), progress=s.progress)
     return load_proposals(cache)
 
 

@@ -16,7 +16,7 @@ student-trainer transfer --modality "$modality" --teacher-url "$TEACHER_URL" \
   --manifest "$manifest" --out "$RUNS_DIR/transfer-$modality" --profile "$PROFILE"
 
 echo "student-$modality: detectors for every init + AP report -> $RUNS_DIR/compare-$modality"
-student-trainer compare --modality "$modality" --manifest "$manifest" --teacher-url "$TEACHER_URL" \
-  --transfer "$RUNS_DIR/transfer-$modality/checkpoint.pt" --rgb "$RUNS_DIR/rgb/checkpoint.pt" \
+student-trainer compare --modality "$modality" --manifest "$manifest" \
+  --transfer "$RUNS_DIR/transfer-$modality/checkpoint.pt" --rgb-run "$RUNS_DIR/rgb" \
   --out "$RUNS_DIR/compare-$modality" --profile "$PROFILE"
 echo "student-$modality: done"

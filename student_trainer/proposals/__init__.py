@@ -6,7 +6,7 @@ x2/y2 exclusive: :mod:`shared.boxes`), best proposal first.
 * :func:`load_proposals` / :func:`save_proposals`: our ``.npz`` layouts and the MATLAB layouts of MCG and
   selective search (NYUD2 proposals of Gupta et al.) -- :mod:`.files`.
 * :func:`generate_proposals`: proposals for a manifest's frames (Edge Boxes + selective search on RGB and the
-  paired modality), parallel, cached in a resumable ``.npz`` -- :mod:`.generate`, :mod:`.methods`.
+  paired modality), parallel, cached in a resumable ``.npz`` -- :mod:`.generate`, :mod:`.methods`, :mod:`.sources`.
 * :func:`proposal_recall`: recall at IoU 0.5 of the top-k proposals on a labelled split -- :mod:`.recall`.
 """
 
@@ -18,15 +18,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from student_trainer.proposals.files import ProposalFileError, load_proposals, read_proposal_file, save_proposals
     from student_trainer.proposals.generate import default_cache_path, generate_proposals
-    from student_trainer.proposals.methods import METHODS, ProposalInputs, propose
+    from student_trainer.proposals.methods import METHODS, propose
     from student_trainer.proposals.recall import proposal_recall
+    from student_trainer.proposals.sources import ProposalInputs
 
 # Names load their module on first use (PEP 562), so a worker process that imports only ``.generate`` and
 # ``.methods`` never imports torch.
 _WHERE = {
     "ProposalFileError": "files", "load_proposals": "files", "read_proposal_file": "files", "save_proposals": "files",
     "default_cache_path": "generate", "generate_proposals": "generate",
-    "METHODS": "methods", "ProposalInputs": "methods", "propose": "methods",
+    "METHODS": "methods", "ProposalInputs": "sources", "propose": "methods",
     "proposal_recall": "recall",
 }
 

@@ -29,7 +29,8 @@ from shared.flow import compute_flow, encode_flow_image
 from shared.imageio import read_depth_m, read_rgb
 from shared.manifest import FrameRecord, Manifest, read_manifest
 from student_trainer.proposals.files import ProposalFileError, read_proposal_file, save_proposals
-from student_trainer.proposals.methods import METHODS, ProposalInputs, candidates, check_opencv_contrib, combine
+from student_trainer.proposals.methods import METHODS, candidates, combine
+from student_trainer.proposals.sources import ProposalInputs, check_opencv_contrib
 
 __all__ = ["CACHE_FORMAT", "GENERATOR_VERSION", "default_cache_path", "frame_inputs", "generate_proposals"]
 

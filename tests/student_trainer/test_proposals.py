@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -23,6 +26,7 @@ from student_trainer.proposals import (
     save_proposals,
 )
 from student_trainer.proposals import generate as generate_module
+from student_trainer.proposals import sources as sources_module
 
 needs_contrib = pytest.mark.skipif(not hasattr(cv2, "ximgproc"), reason="needs opencv-contrib (cv2.ximgproc)")
 
@@ -71,11 +75,32 @@ def test_generator_finds_known_rectangles_with_boxes_in_our_convention(method):
 def test_generator_is_deterministic_and_respects_max_boxes():
     inputs, _ = _scene()
     first = propose(inputs, "hybrid", 2000)
-    cv2.setNumThreads(2)  # thread count and allocation history must not change a bit
-    again = propose(ProposalInputs(inputs.rgb.copy(), tuple(p.copy() for p in inputs.paired)), "hybrid", 2000)
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1 if threads != 1 else 2)  # thread count and allocation history must not change a bit
+    try:
+        again = propose(ProposalInputs(inputs.rgb.copy(), tuple(p.copy() for p in inputs.paired)), "hybrid", 2000)
+    finally:
+        cv2.setNumThreads(threads)
     assert np.array_equal(first[0], again[0]) and np.array_equal(first[1], again[1])
     few, _ = propose(inputs, "hybrid", 7)
     assert np.array_equal(few, first[0][:7])
+
+
+@needs_contrib
+def test_selective_search_on_a_downsampled_image_maps_boxes_back(monkeypatch):
+    monkeypatch.setattr(sources_module, "SS_MAX_SIDE", 100)  # 96x128 -> 75x100, boxes scaled back
+    inputs, truth = _scene()
+    boxes, _ = sources_module.selective_search(inputs, 2000)
+    assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= W).all() and (boxes[:, 3] <= H).all()
+    assert proposal_recall({"hand.0": boxes}, _manifest(truth), "test", iou=0.7)["recall@2000"] == 1.0
+
+
+def test_worker_processes_do_not_import_torch():
+    # spawned workers import only .generate / .methods: torchvision's import alone costs seconds per worker
+    code = "import sys, student_trainer.proposals.generate; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip() == "False"
 
 
 def test_unknown_method_and_bad_inputs_are_refused():
