@@ -89,10 +89,11 @@ class Demo:
             server = self.p.start(f"serve-{store}", "teacher_server.cli", [
                 "serve", "--stores", self.s.out / store, "--port", port, "--log-level", "warning"])
             self.p.wait_healthy(url, server)
+            # One intra-op thread each: two students (plus the server) share the cores without oversubscription.
             students = [self.p.start(f"{prefix}-{m}", "student_trainer.cli", [
                 "transfer", "--modality", m, "--teacher-url", url, "--manifest", self.manifest,
-                "--out", self.runs / f"{prefix}-{m}", "--device", self.s.device, "--resume", *self.common])
-                for m in todo]
+                "--out", self.runs / f"{prefix}-{m}", "--device", self.s.device, "--resume", *self.common],
+                env={"OMP_NUM_THREADS": "1"} if len(todo) > 1 else None) for m in todo]
             self.p.wait(*students)
             self.p.stop(server)
 

@@ -50,7 +50,7 @@ from student_trainer.detect_data import (
 from student_trainer.detect_settings import DetectSettings
 from student_trainer.detector import FastRCNN, fast_rcnn_loss, postprocess_detections, sample_rois
 from student_trainer.fusion import fuse_outputs
-from student_trainer.logs import MetricsLog, write_run_config
+from student_trainer.logs import MetricsLog, read_metrics, write_run_config
 from student_trainer.proposals import default_cache_path, generate_proposals, load_proposals
 from student_trainer.student import copy_rgb_weights
 from student_trainer.transfer_data import BatchSchedule
@@ -257,7 +257,7 @@ def _train(run: DetectRun, device: torch.device) -> dict[str, Any]:
             images = images.contiguous(memory_format=torch.channels_last)
         # forward
         loss, parts = _train_step(model, images, frames, s, device, use_amp)
-        if not math.isfinite(loss.item()):
+        if not use_amp and not math.isfinite(loss.item()):  # under AMP, GradScaler skips overflowing steps
             raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower --lr (now {s.lr})")
         # backward + step
         opt.zero_grad(set_to_none=True)
@@ -287,6 +287,8 @@ def _train(run: DetectRun, device: torch.device) -> dict[str, Any]:
     metrics.close()
     if s.iterations == 0 or first >= s.iterations:
         save_checkpoint(ckpt_path, _checkpoint(run, model, opt, sched, max(first, s.iterations), device))
+        done_before = read_metrics(s.out / "metrics.jsonl") if (s.out / "metrics.jsonl").is_file() else []
+        last = done_before[-1] if done_before else {}  # a finished run, only re-evaluated
     return last
 
 

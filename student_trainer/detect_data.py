@@ -96,7 +96,7 @@ def detect_frames(
     classes = {name: k for k, name in enumerate(manifest.classes)}
     out = []
     for f in records:
-        objs = [o for o in f.objects or ()]
+        objs = list(f.objects or ())
         unknown = [o.label for o in objs if o.label not in classes]
         if unknown:
             raise DataError(f"frame {f.id!r}: labels {unknown} are not in the manifest's classes")

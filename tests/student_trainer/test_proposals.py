@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from shared.errors import ConfigError, DataError
+from shared.errors import ConfigError, DataError, ImageReadError
 from shared.manifest import FrameRecord, Manifest, ManifestHeader, ObjectBox, read_manifest, write_manifest
 from student_trainer.proposals import (
     METHODS,
@@ -155,6 +155,19 @@ def test_generate_is_parallel_deterministic_resumable_and_guarded(synth_tiny, tm
         generate_proposals(manifest, tmp_path / "foreign.npz", progress=False)
     with pytest.raises(ConfigError, match="no frames in splits"):
         generate_proposals(manifest, tmp_path / "x.npz", splits=["nope"], progress=False)
+
+
+@needs_contrib
+def test_a_failed_run_keeps_finished_frames_and_names_the_bad_file(synth_tiny, tmp_path):
+    _, frames = _two_frame_manifest(synth_tiny, tmp_path)
+    broken = frames[0].model_copy(update={"id": "synth.broken", "rgb": str(tmp_path / "gone.png")})
+    manifest = write_manifest(tmp_path / "m" / "manifest.jsonl", read_manifest(synth_tiny).header,
+                              [frames[0], broken])
+    out = tmp_path / "p.npz"
+    with pytest.raises(ImageReadError, match=r"gone\.png does not exist"):
+        generate_proposals(manifest, out, workers=1, progress=False, checkpoint_s=0)
+    kept, meta = read_proposal_file(out)
+    assert list(kept) == [frames[0].id] and meta["complete"] is False
 
 
 def test_recall_names_frames_without_proposals():
