@@ -15,6 +15,8 @@ import httpx
 import numpy as np
 import torch
 
+from shared.procs import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -27,14 +29,6 @@ def machine() -> str:
 def percentiles(seconds: list[float]) -> dict[str, float]:
     a = np.asarray(seconds) * 1000
     return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99))}
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -12,7 +11,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import XModalError
-from shared.settings import add_settings_arguments, settings_from_args
+from shared.settings import Command, run_commands
 
 __all__ = ["main"]
 
@@ -136,7 +135,7 @@ def _video(s: VideoSettings) -> None:
     print(f"wrote {path}")
 
 
-_COMMANDS: dict[str, tuple[type[BaseSettings], Callable, str]] = {
+_COMMANDS: dict[str, Command] = {
     "synth": (SynthSettings, _synth, "render the built-in paired dataset (RGB, depth, raw depth, clips), "
               "encode HHA + flow, draw a contact sheet"),
     "encode": (EncodeSettings, _encode, "encode HHA and flow images for a manifest (parallel, resumable)"),
@@ -147,27 +146,13 @@ _COMMANDS: dict[str, tuple[type[BaseSettings], Callable, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="xmodal-data",
-        description="Make and prepare paired datasets for cross-modal supervision transfer. "
-        "Every flag can also be set by the environment variable named in its help.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (cls, _, help_text) in _COMMANDS.items():
-        add_settings_arguments(sub.add_parser(name, help=help_text, description=help_text), cls)
-    return parser
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    cls, run, _ = _COMMANDS[args.command]
-    try:
-        run(settings_from_args(cls, args))
-    except (XModalError, FileNotFoundError) as e:
-        print(f"xmodal-data {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run_commands(
+        "xmodal-data",
+        "Make and prepare paired datasets for cross-modal supervision transfer. "
+        "Every flag can also be set by the environment variable named in its help.",
+        _COMMANDS, argv,
+    )
 
 
 if __name__ == "__main__":

@@ -8,16 +8,18 @@ builds the object with the precedence flag > env var > default. Bad values fail 
 from __future__ import annotations
 
 import argparse
+import sys
 import types
 import typing
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
-from shared.errors import ConfigError
+from shared.errors import ConfigError, XModalError
 
-__all__ = ["add_settings_arguments", "env_name", "settings_from_args"]
+__all__ = ["Command", "add_settings_arguments", "env_name", "run_commands", "settings_from_args"]
 
 S = TypeVar("S", bound=BaseSettings)
 
@@ -78,3 +80,35 @@ def settings_from_args(cls: type[S], args: argparse.Namespace) -> S:
             flag = "--" + field.replace("_", "-")
             problems.append(f"{flag} / {env_name(cls, field)}: {err['msg']} (got {err.get('input')!r})")
         raise ConfigError("invalid settings:\n  " + "\n  ".join(problems)) from None
+
+
+Command = tuple[type[BaseSettings], Callable[[Any], None], str]
+"""A subcommand: its settings class, the function run with the settings, its one-line help."""
+
+
+def run_commands(
+    prog: str,
+    description: str,
+    commands: Mapping[str, Command],
+    argv: Sequence[str] | None = None,
+    resume_hint: str = "rerun the same command to continue",
+) -> int:
+    """Parse ``argv`` into one subcommand's settings and run it.
+
+    Returns the exit status: 0, 2 for a clear error (printed without a traceback), 130 on Ctrl-C.
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (cls, _, help_text) in commands.items():
+        add_settings_arguments(sub.add_parser(name, help=help_text, description=help_text), cls)
+    args = parser.parse_args(argv)
+    cls, run, _ = commands[args.command]
+    try:
+        run(settings_from_args(cls, args))
+    except (XModalError, FileNotFoundError, KeyError) as e:
+        print(f"{prog} {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog} {args.command}: interrupted; {resume_hint}", file=sys.stderr)
+        return 130
+    return 0

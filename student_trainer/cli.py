@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from pydantic_settings import BaseSettings
-
-from shared.errors import XModalError
-from shared.settings import add_settings_arguments, settings_from_args
+from shared.settings import Command, run_commands
 from student_trainer.compare import CompareSettings
 from student_trainer.detect_settings import DetectSettings
 from student_trainer.settings import TransferSettings
@@ -41,7 +37,7 @@ def _compare(s: CompareSettings) -> None:
     print(f"wrote {s.out / 'compare.json'} ({len(report['rows'])} methods)")
 
 
-_COMMANDS: dict[str, tuple[type[BaseSettings], Callable, str]] = {
+_COMMANDS: dict[str, Command] = {
     "transfer": (TransferSettings, _transfer,
                  "train a depth (HHA) or flow student to regress the cached teacher pool5 maps "
                  "(also writes the random / copy-rgb baseline trunks with --iterations 0)"),
@@ -57,25 +53,12 @@ _COMMANDS: dict[str, tuple[type[BaseSettings], Callable, str]] = {
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request would drown the progress
-    parser = argparse.ArgumentParser(
-        prog="student-trainer",
-        description="Student trainers of cross-modal supervision transfer. Every flag can also be set by the "
-        "STUDENT_* env var named in its help.",
+    return run_commands(
+        "student-trainer",
+        "Student trainers of cross-modal supervision transfer. Every flag can also be set by the env var named "
+        "in its help.",
+        _COMMANDS, argv, resume_hint="rerun with --resume to continue",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (cls, _, help_text) in _COMMANDS.items():
-        add_settings_arguments(sub.add_parser(name, help=help_text, description=help_text), cls)
-    args = parser.parse_args(argv)
-    cls, run, _ = _COMMANDS[args.command]
-    try:
-        run(settings_from_args(cls, args))
-    except (XModalError, FileNotFoundError, KeyError) as e:
-        print(f"student-trainer {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"student-trainer {args.command}: interrupted; rerun with --resume to continue", file=sys.stderr)
-        return 130
-    return 0
 
 
 if __name__ == "__main__":

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
-
-from pydantic_settings import BaseSettings
+from collections.abc import Sequence
 
 from shared.errors import XModalError
-from shared.settings import add_settings_arguments, settings_from_args
+from shared.settings import Command, run_commands
 from teacher_server.settings import PrecomputeSettings, ServeSettings, VerifySettings
 
 __all__ = ["main"]
@@ -74,7 +71,7 @@ def _verify(s: VerifySettings) -> None:
         raise XModalError(f"{len(damage)} damaged frames; rerun precompute with --repair to rewrite them")
 
 
-_COMMANDS: dict[str, tuple[type[BaseSettings], Callable, str]] = {
+_COMMANDS: dict[str, Command] = {
     "precompute": (PrecomputeSettings, _precompute,
                    "run a frozen teacher over manifests' RGB frames and store pool5 maps (resumable, --worker i/n)"),
     "serve": (ServeSettings, _serve, "serve stored maps over HTTP (GET /features/{id}, POST /features/batch)"),
@@ -83,22 +80,12 @@ _COMMANDS: dict[str, tuple[type[BaseSettings], Callable, str]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="teacher-server",
-        description="Teacher feature cache: precompute a frozen RGB teacher's pool5 maps into a Zarr v3 store "
-        "and serve them by frame id. Every flag can also be set by the TEACHER_* env var named in its help.",
+    return run_commands(
+        "teacher-server",
+        "Teacher feature cache: precompute a frozen RGB teacher's pool5 maps into a Zarr v3 store and serve them "
+        "by frame id. Every flag can also be set by the TEACHER_* env var named in its help.",
+        _COMMANDS, argv,
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (cls, _, help_text) in _COMMANDS.items():
-        add_settings_arguments(sub.add_parser(name, help=help_text, description=help_text), cls)
-    args = parser.parse_args(argv)
-    cls, run, _ = _COMMANDS[args.command]
-    try:
-        run(settings_from_args(cls, args))
-    except (XModalError, FileNotFoundError) as e:
-        print(f"teacher-server {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    return 0
 
 
 if __name__ == "__main__":

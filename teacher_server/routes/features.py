@@ -105,25 +105,23 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+# Per-frame failures a batch reports in its entries (unless strict): exception -> (status, code).
+_FRAME_ERRORS: dict[type[Exception], tuple[int, str]] = {
+    FrameIdError: (400, "malformed_id"),
+    NotYetComputedError: (404, "not_computed"),
+    FrameNotFoundError: (404, "unknown_frame"),
+    CorruptFeatureError: (500, "corrupt_feature"),
+}
+
+
 def _entry(reader: ChunkReader, frame_id: str, strict: bool) -> BatchEntry:
     try:
         chunk = reader.read(frame_id)
-    except FrameIdError as e:
+    except tuple(_FRAME_ERRORS) as e:
         if strict:
             raise
-        return BatchEntry(frame_id, 400, code="malformed_id", message=str(e))
-    except FrameNotFoundError as e:
-        if strict:
-            raise
-        return BatchEntry(frame_id, 404, code="unknown_frame", message=str(e))
-    except NotYetComputedError as e:
-        if strict:
-            raise
-        return BatchEntry(frame_id, 404, code="not_computed", message=str(e))
-    except CorruptFeatureError as e:
-        if strict:
-            raise
-        return BatchEntry(frame_id, 500, code="corrupt_feature", message=str(e))
+        status, code = next(v for t, v in _FRAME_ERRORS.items() if isinstance(e, t))
+        return BatchEntry(frame_id, status, code=code, message=str(e))
     return BatchEntry(frame_id, 200, chunk.data, etag=chunk.etag, shape=chunk.shape)
 
 
