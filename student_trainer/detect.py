@@ -50,7 +50,7 @@ from student_trainer.detect_data import (
 from student_trainer.detect_settings import DetectSettings
 from student_trainer.detector import FastRCNN, fast_rcnn_loss, postprocess_detections, sample_rois
 from student_trainer.fusion import fuse_outputs
-from student_trainer.logs import MetricsLog, read_metrics, write_run_config
+from student_trainer.logs import MetricsLog, MetricWindow, read_metrics, write_run_config
 from student_trainer.proposals import default_cache_path, generate_proposals, load_proposals
 from student_trainer.student import copy_rgb_weights
 from student_trainer.transfer_data import BatchSchedule
@@ -242,8 +242,7 @@ def _train(run: DetectRun, device: torch.device) -> dict[str, Any]:
             torch.cuda.set_rng_state(state["rng"]["cuda"], device)
     bar = tqdm(total=s.iterations, initial=first, desc=f"detect {s.modality} ({s.init})", unit="step",
                disable=not s.progress)
-    keys = ("loss", "loss_cls", "loss_box", "accuracy", "fg_fraction", "wait", "time")
-    window, last = dict.fromkeys(keys, 0.0) | {"n": 0}, {}
+    window, last = MetricWindow(), {}
     model.train()
     t_prev = time.perf_counter()
     for step in range(first, s.iterations):
@@ -267,19 +266,14 @@ def _train(run: DetectRun, device: torch.device) -> dict[str, Any]:
         sched.step()
         # log
         now = time.perf_counter()
-        for k, v in (("loss", loss.item()), *parts.items(), ("wait", t_ready - t_prev), ("time", now - t_prev)):
-            window[k] += v
-        window["n"] += 1
+        window.add({"loss": loss.item(), **parts}, t_ready - t_prev, now - t_prev)
         t_prev = now
         bar.update()
         done = step + 1
         if done % s.log_every == 0 or done == s.iterations:
-            n = window["n"]
-            last = {"step": done, **{k: window[k] / n for k in keys[:5]}, "lr": sched.get_last_lr()[0],
-                    "steps_per_s": n / window["time"], "wait_fraction": window["wait"] / window["time"]}
+            last = window.report(step=done, lr=sched.get_last_lr()[0])
             metrics.write(last)
             bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['accuracy']:.2f}")
-            window = dict.fromkeys(keys, 0.0) | {"n": 0}
         # checkpoint
         if done % s.checkpoint_every == 0 or done == s.iterations:
             save_checkpoint(ckpt_path, _checkpoint(run, model, opt, sched, done, device))

@@ -9,7 +9,33 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MetricsLog", "read_metrics", "write_run_config"]
+__all__ = ["MetricWindow", "MetricsLog", "read_metrics", "write_run_config"]
+
+
+class MetricWindow:
+    """Averages of per-step values over the steps since the last report, plus throughput and waiting share."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._sums: dict[str, float] = {}
+        self._n, self._wait, self._time = 0, 0.0, 0.0
+
+    def add(self, values: dict[str, float], wait_s: float, step_s: float) -> None:
+        """Record one step: its metrics, the seconds spent waiting for data, and the whole step's seconds."""
+        for k, v in values.items():
+            self._sums[k] = self._sums.get(k, 0.0) + v
+        self._n += 1
+        self._wait += wait_s
+        self._time += step_s
+
+    def report(self, **extra: Any) -> dict[str, Any]:
+        """The averaged record (``extra`` first, e.g. step and lr) and a fresh window."""
+        record = {**extra, **{k: v / self._n for k, v in self._sums.items()},
+                  "steps_per_s": self._n / self._time, "wait_fraction": self._wait / self._time}
+        self._reset()
+        return record
 
 
 class MetricsLog:

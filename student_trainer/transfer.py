@@ -26,7 +26,7 @@ from shared.manifest import read_manifest
 from shared.nets.trunks import AlexNetTrunk, trunk_spec
 from shared.presets import preset
 from student_trainer.checkpoint import git_revision, load_checkpoint, save_checkpoint
-from student_trainer.logs import MetricsLog, write_run_config
+from student_trainer.logs import MetricsLog, MetricWindow, write_run_config
 from student_trainer.settings import TransferSettings
 from student_trainer.student import TransferModel, copy_rgb_weights, student_spec_for, target_geometry
 from student_trainer.transfer_data import BatchSchedule, TransferBatches
@@ -152,8 +152,7 @@ def run_transfer(s: TransferSettings) -> dict[str, Any]:
     loader = DataLoader(run.dataset, batch_size=None, num_workers=s.loader_workers, pin_memory=device.type == "cuda",
                         prefetch_factor=s.prefetch if s.loader_workers else None)
     bar = tqdm(total=s.iterations, initial=first, desc=f"transfer {s.modality}", unit="step", disable=not s.progress)
-    window = {"loss": 0.0, "cosine": 0.0, "residual": 0.0, "wait": 0.0, "time": 0.0, "n": 0}
-    last: dict[str, Any] = {}
+    window, last = MetricWindow(), {}
     model.train()
     it, t_prev = iter(loader), time.perf_counter()
     for step in range(first, s.iterations):
@@ -167,23 +166,15 @@ def run_transfer(s: TransferSettings) -> dict[str, Any]:
         sched.step()
         # log
         now = time.perf_counter()
-        m = batch_metrics(pred, target)
-        for k, v in (("loss", loss.item()), ("cosine", m["cosine"]), ("residual", m["residual"]),
-                     ("wait", t_ready - t_prev), ("time", now - t_prev)):
-            window[k] += v
-        window["n"] += 1
+        window.add({"loss": loss.item(), **batch_metrics(pred, target)}, t_ready - t_prev, now - t_prev)
         t_prev = now
         bar.update()
         done = step + 1
         if done % s.log_every == 0 or done == s.iterations:
-            n = window["n"]
-            last = {"step": done, "loss": window["loss"] / n, "cosine": window["cosine"] / n,
-                    "residual": window["residual"] / n, "lr": sched.get_last_lr()[0],
-                    "steps_per_s": n / window["time"], "wait_fraction": window["wait"] / window["time"]}
+            last = window.report(step=done, lr=sched.get_last_lr()[0])
             metrics.write(last)
             bar.set_postfix(loss=f"{last['loss']:.3f}", cos=f"{last['cosine']:.3f}",
                             wait=f"{last['wait_fraction']:.0%}")
-            window = dict.fromkeys(window, 0.0) | {"n": 0}
         if done % s.checkpoint_every == 0 or done == s.iterations:
             save_checkpoint(s.out / "checkpoint.pt", _checkpoint(run, opt, sched, done))
     bar.close()
