@@ -25,7 +25,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from student_trainer.settings import FloatList, StrList
+from student_trainer.settings import FloatList, StrList, apply_profile
 
 __all__ = ["DETECT_PROFILES", "DetectSettings"]
 
@@ -114,11 +114,7 @@ class DetectSettings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _profile_defaults(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            profile = data.get("profile", "quick")
-            for key, value in DETECT_PROFILES.get(str(profile), {}).items():
-                data.setdefault(key, value)
-        return data
+        return apply_profile(data, DETECT_PROFILES)
 
     @model_validator(mode="after")
     def _check(self) -> DetectSettings:

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["TRANSFER_PROFILES", "TransferSettings"]
+__all__ = ["TRANSFER_PROFILES", "TransferSettings", "apply_profile"]
 
 
 def _split_commas(value: object) -> object:
@@ -22,6 +22,14 @@ def _split_commas(value: object) -> object:
 StrList = Annotated[list[str], NoDecode, BeforeValidator(_split_commas)]
 FloatList = Annotated[list[float], NoDecode, BeforeValidator(_split_commas)]
 IntList = Annotated[list[int], NoDecode, BeforeValidator(_split_commas)]
+
+def apply_profile(data: Any, profiles: dict[str, dict[str, Any]]) -> Any:
+    """Fill the fields a user did not set from the named profile (a ``mode="before"`` validator body)."""
+    if isinstance(data, dict):
+        for key, value in profiles.get(str(data.get("profile", "quick")), {}).items():
+            data.setdefault(key, value)
+    return data
+
 
 TRANSFER_PROFILES: dict[str, dict[str, Any]] = {
     "tiny": {"iterations": 40, "batch_size": 8, "width": 0.5, "checkpoint_every": 20, "log_every": 5},
@@ -73,11 +81,7 @@ class TransferSettings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _profile_defaults(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            profile = data.get("profile", "quick")
-            for key, value in TRANSFER_PROFILES.get(str(profile), {}).items():
-                data.setdefault(key, value)
-        return data
+        return apply_profile(data, TRANSFER_PROFILES)
 
     @model_validator(mode="after")
     def _check(self) -> TransferSettings:
