@@ -51,6 +51,7 @@ from student_trainer.detect_settings import DetectSettings
 from student_trainer.detector import FastRCNN, fast_rcnn_loss, postprocess_detections, sample_rois
 from student_trainer.fusion import fuse_outputs
 from student_trainer.logs import MetricsLog, MetricWindow, read_metrics, write_run_config
+from student_trainer.optim import make_optimizer
 from student_trainer.proposals import default_cache_path, generate_proposals, load_proposals
 from student_trainer.student import copy_rgb_weights
 from student_trainer.transfer_data import BatchSchedule
@@ -220,14 +221,7 @@ def _train(run: DetectRun, device: torch.device) -> dict[str, Any]:
         raise ConfigError(f"{ckpt_path} holds a {state.get('modality')!r} detector of classes "
                           f"{state.get('classes')}; this run is {s.modality!r} with {run.manifest.classes}")
     first = int(state["step"]) if state else 0
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
-    milestones = [round(m * s.iterations) for m in s.lr_milestones]
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=s.lr_gamma)
-    if state:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
+    opt, sched = make_optimizer(model, s, state)
     metrics = MetricsLog(s.out / "metrics.jsonl", resume_step=first if state else None)
     use_amp = s.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler(enabled=use_amp)

@@ -27,6 +27,7 @@ from shared.nets.trunks import AlexNetTrunk, trunk_spec
 from shared.presets import preset
 from student_trainer.checkpoint import git_revision, load_checkpoint, save_checkpoint
 from student_trainer.logs import MetricsLog, MetricWindow, write_run_config
+from student_trainer.optim import make_optimizer
 from student_trainer.settings import TransferSettings
 from student_trainer.student import TransferModel, copy_rgb_weights, student_spec_for, target_geometry
 from student_trainer.transfer_data import BatchSchedule, TransferBatches
@@ -138,13 +139,7 @@ def run_transfer(s: TransferSettings) -> dict[str, Any]:
     model = run.model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
-    milestones = [round(m * s.iterations) for m in s.lr_milestones]
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=s.lr_gamma)
-    if state:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
+    opt, sched = make_optimizer(model, s, state)
     write_run_config(s.out, {"settings": json.loads(s.model_dump_json()), "teacher": run.teacher,
                              "target_scale": run.scale, "trunk": model.trunk.spec.model_dump()})
     metrics = MetricsLog(s.out / "metrics.jsonl", resume_step=first if state else None)

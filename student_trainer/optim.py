@@ -1,0 +1,26 @@
+"""The optimiser both training loops use: SGD with momentum and a step schedule, restored on resume."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["make_optimizer"]
+
+
+def make_optimizer(
+    model: nn.Module, s: Any, state: dict[str, Any] | None = None
+) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.MultiStepLR]:
+    """SGD over the trainable parameters, lr x ``s.lr_gamma`` at the fractions ``s.lr_milestones`` of
+    ``s.iterations``; model, optimiser and scheduler restored from a checkpoint ``state`` when given."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+    milestones = [round(m * s.iterations) for m in s.lr_milestones]
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=s.lr_gamma)
+    if state:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+    return opt, sched
