@@ -2,12 +2,14 @@
 
 Stages (each resumable; a rerun skips finished work):
 1. render the paired dataset, encode HHA + flow, draw the contact sheet (``xmodal-data synth``);
+   then the proposals of every labelled frame (``student-trainer proposals``), shared by all detectors;
 2. train the RGB detector on ``rgb_train`` — its trunk is the "adapted" teacher (``student-trainer detect``);
    and an untrained copy of it (0 iterations) — the random-teacher control;
 3. ``teacher-server precompute`` both teachers into two Zarr stores;
 4. ``teacher-server serve`` each store as its own process; the HHA and flow students train at the same time
    against it (two processes), first against the trained teacher, then against the control;
-5. ``student-trainer compare`` for HHA and for flow (detectors for every init, RGB alone, fusion);
+5. ``student-trainer compare`` for HHA and for flow at the same time (detectors for every init, RGB alone,
+   fusion);
 6. the report: ``<out>/report/report.md`` with the comparison tables, plots and the contact sheet.
 Ctrl-C stops every process the demo started.
 """
@@ -65,6 +67,18 @@ class Demo:
         self.p.run("data", "shared.cli", ["synth", "--profile", self.s.profile, "--out", self.data,
                                           "--seed", self.s.seed, "--no-progress"])
 
+    def proposals(self) -> None:
+        from student_trainer.detect_settings import DETECT_PROFILES
+
+        self.p.run("proposals", "student_trainer.cli", [
+            "proposals", "--manifest", self.manifest, "--method", DETECT_PROFILES[self.s.profile]["proposal_method"],
+            "--no-progress"])
+
+    def _parallel(self, jobs: list[tuple[str, list]]) -> None:
+        """Start the ``student_trainer.cli`` jobs at once (one intra-op thread each on CPU) and wait for all."""
+        env = {"OMP_NUM_THREADS": "1"} if len(jobs) > 1 else None
+        self.p.wait(*(self.p.start(name, "student_trainer.cli", args, env=env) for name, args in jobs))
+
     def rgb_teachers(self) -> None:
         for name, extra in (("rgb", []), ("rgb-untrained", ["--iterations", "0"])):
             if not (self.runs / name / "summary.json").is_file():
@@ -89,22 +103,19 @@ class Demo:
             server = self.p.start(f"serve-{store}", "teacher_server.cli", [
                 "serve", "--stores", self.s.out / store, "--port", port, "--log-level", "warning"])
             self.p.wait_healthy(url, server)
-            # One intra-op thread each: two students (plus the server) share the cores without oversubscription.
-            students = [self.p.start(f"{prefix}-{m}", "student_trainer.cli", [
+            self._parallel([(f"{prefix}-{m}", [
                 "transfer", "--modality", m, "--teacher-url", url, "--manifest", self.manifest,
-                "--out", self.runs / f"{prefix}-{m}", "--device", self.s.device, "--resume", *self.common],
-                env={"OMP_NUM_THREADS": "1"} if len(todo) > 1 else None) for m in todo]
-            self.p.wait(*students)
+                "--out", self.runs / f"{prefix}-{m}", "--device", self.s.device, "--resume", *self.common])
+                for m in todo])
             self.p.stop(server)
 
     def compare(self) -> None:
         seeds = [str(x) for x in _SEEDS[self.s.profile]]
-        for m in ("hha", "flow"):
-            self.p.run(f"compare-{m}", "student_trainer.cli", [
-                "compare", "--modality", m, "--manifest", self.manifest, "--out", self.runs / f"compare-{m}",
-                "--rgb-run", self.runs / "rgb", "--transfer", self.runs / f"transfer-{m}" / "checkpoint.pt",
-                "--control", self.runs / f"control-{m}" / "checkpoint.pt", "--seeds", *seeds,
-                "--device", self.s.device, *self.common])
+        self._parallel([(f"compare-{m}", [
+            "compare", "--modality", m, "--manifest", self.manifest, "--out", self.runs / f"compare-{m}",
+            "--rgb-run", self.runs / "rgb", "--transfer", self.runs / f"transfer-{m}" / "checkpoint.pt",
+            "--control", self.runs / f"control-{m}" / "checkpoint.pt", "--seeds", *seeds,
+            "--device", self.s.device, *self.common]) for m in ("hha", "flow")])
 
     def write_report(self) -> Path:
         from shared.report import write_demo_report
@@ -112,8 +123,9 @@ class Demo:
         return write_demo_report(self.s.out, self.runs, self.data, self.report, self.timings, self.s.profile)
 
     def run(self) -> Path:
-        for name, fn in (("dataset", self.dataset), ("rgb teacher", self.rgb_teachers), ("precompute", self.stores),
-                         ("students", self.students), ("compare", self.compare)):
+        stages = (("dataset", self.dataset), ("proposals", self.proposals), ("rgb teacher", self.rgb_teachers),
+                  ("precompute", self.stores), ("students", self.students), ("compare", self.compare))
+        for name, fn in stages:
             self._timed(name, fn)
         return self.write_report()
 

@@ -9,17 +9,19 @@ from collections.abc import Sequence
 
 from shared.settings import Command, run_commands
 from student_trainer.compare import CompareSettings
-from student_trainer.detect_settings import DetectSettings
+from student_trainer.detect_settings import DetectSettings, ProposalSettings
 from student_trainer.settings import TransferSettings
 
 __all__ = ["main"]
 
 
 def _transfer(s: TransferSettings) -> None:
+    from shared.distributed import ranks_from_env
     from student_trainer.transfer import run_transfer
 
     summary = run_transfer(s)
-    print(json.dumps(summary, indent=2))
+    if ranks_from_env().is_main:  # under torchrun one summary, not one per rank
+        print(json.dumps(summary, indent=2))
 
 
 def _detect(s: DetectSettings) -> None:
@@ -27,6 +29,14 @@ def _detect(s: DetectSettings) -> None:
 
     summary = run_detect(s)
     print(json.dumps(summary, indent=2))
+
+
+def _proposals(s: ProposalSettings) -> None:
+    from student_trainer.proposals import generate_proposals
+
+    out = generate_proposals(s.manifest, s.out, method=s.method, splits=s.splits, workers=s.workers,
+                             progress=s.progress)
+    print(f"proposals: {out}")
 
 
 def _compare(s: CompareSettings) -> None:
@@ -44,6 +54,9 @@ _COMMANDS: dict[str, Command] = {
     "detect": (DetectSettings, _detect,
                "train a Fast R-CNN detector (rgb, hha or flow) from a random, copy-rgb or transferred trunk on "
                "external proposals, and report VOC AP on the test split"),
+    "proposals": (ProposalSettings, _proposals,
+                  "generate (or finish) the proposal cache detectors read, for every labelled frame by default; "
+                  "run it once before several detectors train at the same time"),
     "compare": (CompareSettings, _compare,
                 "the paper's Table 1 for one modality: detectors from every trunk init (no init, copy-rgb, "
                 "transfer, frozen, untrained-teacher control), RGB alone and RGB fusion, over seeds"),

@@ -245,9 +245,7 @@ def _train(run: DetectRun, device: torch.device) -> dict[str, Any]:
         t_ready = time.perf_counter()
         if got_step != step:
             raise RuntimeError(f"data for step {got_step} arrived at step {step}")
-        images = images.to(device, non_blocking=True)
-        if device.type == "cuda":
-            images = images.contiguous(memory_format=torch.channels_last)
+        images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
         # forward
         loss, parts = _train_step(model, images, frames, s, device, use_amp)
         if not use_amp and not math.isfinite(loss.item()):  # under AMP, GradScaler skips overflowing steps
@@ -293,9 +291,7 @@ def score_frames(model: FastRCNN, frames: Sequence[DetectFrame], mod: ModalityPr
     logits, deltas = [], []
     with torch.inference_mode():
         for batch in tqdm(loader, desc=f"evaluate {split}", unit="batch", disable=not s.progress):
-            images = pad_images([f.image for f in batch]).to(device)
-            if device.type == "cuda":
-                images = images.contiguous(memory_format=torch.channels_last)
+            images = pad_images([f.image for f in batch]).to(device, memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                 lg, dl = model(images, [f.proposals.to(device) for f in batch])
             logits.append(lg.float().cpu())
@@ -344,9 +340,8 @@ def run_detect(s: DetectSettings) -> dict[str, Any]:
     """Train (or resume) a detector, evaluate it on the test split; returns the summary (also summary.json)."""
     run = build_detect(s)
     device = select_device(s.device)
-    run.model.to(device)
-    if device.type == "cuda":
-        run.model.to(memory_format=torch.channels_last)
+    # NHWC on CPU too: oneDNN's convolutions are faster on it (bench/cpu_layout.py)
+    run.model.to(device, memory_format=torch.channels_last)
     write_run_config(s.out, {"settings": json.loads(s.model_dump_json()), "init": run.init,
                              "trunk": run.model.trunk.spec.model_dump(), "detector": run.model.describe(),
                              "train_frames": len(run.train_frames), "test_frames": len(run.test_frames)})

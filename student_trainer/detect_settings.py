@@ -4,13 +4,14 @@
 
 * ``full``: the paper's Fast R-CNN schedule (lr 0.001, x0.1 after 75 % = 30k of 40k iterations, fc 4096) for a
   GPU run.
-* ``quick``: the CPU demo on the synthetic set (96x128 frames): 800 iterations, fc width 256 without dropout,
+* ``quick``: the CPU demo on the synthetic set (96x128 frames): 500 iterations, fc width 256 without dropout,
   lr 0.03, the best 500 proposals per frame (Edge Boxes: 94 % recall at IoU 0.5 on the synthetic test split).
   Chosen on the RGB detector (rgb_train -> depth_test; hybrid proposals, 300 per frame): 800 iterations at
   lr 0.03 gave 64 mAP, at lr 0.01 55, at lr 0.03 with dropout 0.5 on the 256-wide fc layers 49; 200 iterations
   gave 9-16 at lr 0.01-0.1. The paper's lr 0.001 is for 40k iterations of a trunk without BatchNorm and barely
   moves a random BatchNorm trunk in a run 50x shorter. Momentum 0.9, wd 5e-4 and the x0.1 step after 75 % of
-  the run are the paper's. With these defaults, from random trunks: RGB 55.4 mAP, HHA (30 frames) 55.9.
+  the run are the paper's. From a random trunk, HHA (30 frames) reached 55.9 mAP in 800 iterations and 53.4 in
+  500; 500 keeps the demo's ten comparison detectors inside its 20-minute budget.
 * ``tiny``: unit tests (a few iterations, tiny widths).
 
 Input scale: frames are used at their own size unless ``--short-side`` is given (the paper: 688, capped at
@@ -27,7 +28,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from student_trainer.settings import FloatList, StrList, apply_profile
 
-__all__ = ["DETECT_PROFILES", "DetectSettings"]
+__all__ = ["DETECT_PROFILES", "DetectSettings", "ProposalSettings"]
 
 DETECT_PROFILES: dict[str, dict[str, Any]] = {
     "tiny": {
@@ -37,7 +38,7 @@ DETECT_PROFILES: dict[str, dict[str, Any]] = {
     },
     "quick": {
         "proposal_method": "edge_boxes",
-        "iterations": 800, "fc_width": 256, "dropout": 0.0, "width": 1.0, "lr": 0.03, "rois_per_image": 128,
+        "iterations": 500, "fc_width": 256, "dropout": 0.0, "width": 1.0, "lr": 0.03, "rois_per_image": 128,
         "checkpoint_every": 200, "log_every": 20, "max_proposals": 500,
     },
     "full": {
@@ -73,7 +74,7 @@ class DetectSettings(BaseSettings):
         None, description="training splits (default: rgb_train / depth_train / flow_train by modality)")
     test_split: str | None = Field(None, description="evaluation split (default: depth_test; flow_test for flow)")
     profile: Literal["tiny", "quick", "full"] = Field("quick", description="size defaults for unset fields")
-    iterations: int = Field(800, ge=0, description="optimiser steps (0: evaluate the initial detector)")
+    iterations: int = Field(500, ge=0, description="optimiser steps (0: evaluate the initial detector)")
     images_per_batch: int = Field(2, ge=1, description="images per step (2 in the paper)")
     rois_per_image: int = Field(128, ge=1, description="sampled RoIs per image (128 in the paper)")
     fg_fraction: float = Field(0.25, gt=0, le=1, description="largest foreground share of the sampled RoIs")
@@ -129,3 +130,18 @@ class DetectSettings(BaseSettings):
 
     def default_test_split(self) -> str:
         return self.test_split or _TEST_SPLITS[self.modality]
+
+
+class ProposalSettings(BaseSettings):
+    """``student-trainer proposals``: fill the proposal cache once, before detectors run (in parallel) on it."""
+
+    model_config = SettingsConfigDict(env_prefix="STUDENT_PROPOSALS_", extra="ignore")
+
+    manifest: Path = Field(description="manifest whose frames get proposals")
+    out: Path | None = Field(None, description="cache .npz (default: proposals_<method>.npz beside the manifest, "
+                             "where `detect` looks for it)")
+    method: Literal["hybrid", "edge_boxes", "selective_search"] = Field(
+        "hybrid", description="generator (edge_boxes: the CPU profiles' choice of `detect`)")
+    splits: StrList | None = Field(None, description="splits to cover (default: every labelled frame)")
+    workers: int | None = Field(None, ge=1, description="processes (default: one per CPU)")
+    progress: bool = Field(True, description="show a progress bar")

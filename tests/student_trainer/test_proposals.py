@@ -27,6 +27,7 @@ from student_trainer.proposals import (
 )
 from student_trainer.proposals import generate as generate_module
 from student_trainer.proposals import sources as sources_module
+from tests.servers import run_cli
 
 needs_contrib = pytest.mark.skipif(not hasattr(cv2, "ximgproc"), reason="needs opencv-contrib (cv2.ximgproc)")
 
@@ -155,6 +156,22 @@ def test_generate_is_parallel_deterministic_resumable_and_guarded(synth_tiny, tm
         generate_proposals(manifest, tmp_path / "foreign.npz", progress=False)
     with pytest.raises(ConfigError, match="no frames in splits"):
         generate_proposals(manifest, tmp_path / "x.npz", splits=["nope"], progress=False)
+
+
+@needs_contrib
+def test_proposals_command_fills_the_cache_detect_reads(synth_tiny, tmp_path):
+    """`student-trainer proposals` writes, for every labelled frame, the cache `detect` looks for (same identity)."""
+    manifest, frames = _two_frame_manifest(synth_tiny, tmp_path)
+    proc = run_cli("student_trainer.cli", "proposals", "--manifest", str(manifest), "--method", "edge_boxes",
+                   "--workers", "1", "--no-progress")
+    cache = generate_module.default_cache_path(manifest, "edge_boxes")
+    assert str(cache) in proc.stdout
+    assert list(load_proposals(cache)) == [f.id for f in frames]
+    before = cache.stat().st_mtime_ns
+    generate_proposals(manifest, cache, method="edge_boxes", splits=["depth_test"], progress=False)
+    assert cache.stat().st_mtime_ns == before, "detect's own call recomputed or rewrote a complete cache"
+    bad = run_cli("student_trainer.cli", "proposals", "--manifest", str(tmp_path / "missing.jsonl"), check=False)
+    assert bad.returncode != 0 and "missing.jsonl" in bad.stderr
 
 
 @needs_contrib
