@@ -50,7 +50,8 @@ class TransferSettings(BaseSettings):
     out: Path = Field(description="run folder: checkpoint.pt, metrics.jsonl, config.json, summary.json")
     profile: Literal["tiny", "quick", "full"] = Field("quick", description="size defaults for unset fields")
     iterations: int = Field(400, ge=0, description="optimiser steps (0 writes the initial trunk only)")
-    batch_size: int = Field(16, ge=1, description="frames per step")
+    batch_size: int = Field(16, ge=1, description="frames per step, over all ranks: under torchrun each rank takes "
+                            "batch_size / ranks of them (a multiple of the number of ranks)")
     lr: float = Field(0.01, gt=0, description="initial learning rate (SGD, momentum 0.9)")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
     weight_decay: float = Field(5e-4, ge=0, description="SGD weight decay")

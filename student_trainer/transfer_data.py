@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from shared.distributed import ONE_PROCESS, Ranks
 from shared.imageio import read_rgb
 from shared.presets import ModalityPreset
 
@@ -51,6 +52,16 @@ class BatchSchedule:
         flips = np.random.default_rng([self.seed, 7919, step]).random(self.batch_size) < 0.5
         return idx, flips & self.flip
 
+    def part(self, step: int, ranks: Ranks) -> tuple[np.ndarray, np.ndarray]:
+        """This rank's contiguous ``batch_size / world_size`` items of :meth:`batch`: together the ranks see
+        exactly the one-process batch of ``step``, every position once (``batch_size`` must divide evenly)."""
+        if self.batch_size % ranks.world_size:
+            raise ValueError(f"batch size {self.batch_size} does not split evenly over {ranks.world_size} ranks")
+        idx, flips = self.batch(step)
+        per = self.batch_size // ranks.world_size
+        mine = slice(ranks.rank * per, (ranks.rank + 1) * per)
+        return idx[mine], flips[mine]
+
 
 def flip_target(target: np.ndarray) -> np.ndarray:
     """Mirror a (C, H, W) teacher map left-right: the map of the mirrored RGB frame, up to border effects."""
@@ -58,7 +69,11 @@ def flip_target(target: np.ndarray) -> np.ndarray:
 
 
 class TransferBatches(Dataset):
-    """Item ``k`` = training step ``first_step + k``: inputs (B, 3, H, W) float32, targets (B, C, h, w)."""
+    """Item ``k`` = training step ``first_step + k``: inputs (B, 3, H, W) float32, targets (B, C, h, w).
+
+    Under torchrun each rank's dataset holds its share ``ranks`` of every step's batch (B = batch size / ranks)
+    and fetches only those frames' targets.
+    """
 
     def __init__(
         self,
@@ -70,12 +85,13 @@ class TransferBatches(Dataset):
         first_step: int,
         input_hw: tuple[int, int],
         make_source: Callable[[], TargetSource],
+        ranks: Ranks = ONE_PROCESS,
     ) -> None:
         if len(frame_ids) != len(image_paths) or not frame_ids:
             raise ValueError(f"need matching, non-empty frame ids and paths ({len(frame_ids)} vs {len(image_paths)})")
         self.ids, self.paths = list(frame_ids), list(image_paths)
         self.preset, self.schedule, self.hw = preset, schedule, input_hw
-        self.steps, self.first_step = steps, first_step
+        self.steps, self.first_step, self.ranks = steps, first_step, ranks
         self._make_source = make_source
         self._source: TargetSource | None = None
         self._pid = -1
@@ -96,7 +112,7 @@ class TransferBatches(Dataset):
 
     def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         step = self.first_step + k
-        idx, flips = self.schedule.batch(step)
+        idx, flips = self.schedule.part(step, self.ranks)
         targets = self.source().get_many([self.ids[i] for i in idx])
         x = torch.stack([self.load_input(int(i), bool(f)) for i, f in zip(idx, flips, strict=True)])
         t = np.stack([flip_target(m) if f else m for m, f in zip(targets, flips, strict=True)])

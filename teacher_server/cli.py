@@ -15,21 +15,26 @@ __all__ = ["main"]
 
 
 def _precompute(s: PrecomputeSettings) -> None:
-    from shared.device import select_device
+    from shared.distributed import process_group, rank_device, ranks_from_env
     from shared.features import encoding
     from shared.nets.teachers import load_teacher
-    from teacher_server.precompute import WorkerSlot, precompute
+    from teacher_server.precompute import precompute, total_over_ranks, worker_slot
 
     if s.input_size is not None and len(s.input_size) != 2:
         raise XModalError(f"--input-size takes two numbers H W, got {s.input_size}")
+    ranks = ranks_from_env()  # torchrun: each rank owns its slot of the shards, on its own GPU
+    worker, device = worker_slot(s.worker, ranks), rank_device(s.device, ranks)
     teacher = load_teacher(s.arch, s.weights, seed=s.seed)
-    summary = precompute(
-        s.store, s.manifests, teacher, encoding(s.encoding), splits=s.splits,
-        input_size=tuple(s.input_size) if s.input_size else None,  # type: ignore[arg-type]
-        shard_frames=s.shard_frames, batch_size=s.batch_size, loader_workers=s.loader_workers,
-        device=select_device(s.device), amp=s.amp, worker=WorkerSlot.parse(s.worker), repair=s.repair,
-        progress=s.progress,
-    )
+    with process_group(device, ranks):
+        summary = precompute(
+            s.store, s.manifests, teacher, encoding(s.encoding), splits=s.splits,
+            input_size=tuple(s.input_size) if s.input_size else None,  # type: ignore[arg-type]
+            shard_frames=s.shard_frames, batch_size=s.batch_size, loader_workers=s.loader_workers,
+            device=device, amp=s.amp, worker=worker, repair=s.repair, progress=s.progress,
+        )
+        summary = total_over_ranks(summary, s.store, ranks)
+    if not ranks.is_main:
+        return
     print(f"teacher {teacher.identity.short_id()}: computed {summary.frames_computed} frames "
           f"({summary.shards_written} shards) in {summary.seconds:.1f} s = {summary.frames_per_second:.1f} frames/s; "
           f"{summary.frames_skipped} already done")

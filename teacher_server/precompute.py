@@ -16,11 +16,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from torch.distributed import ReduceOp
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from shared.device import select_device
-from shared.errors import DataError
+from shared.distributed import Ranks, reduce_over_ranks
+from shared.errors import ConfigError, DataError
 from shared.features import FeatureEncoding
 from shared.imageio import read_rgb
 from shared.manifest import read_manifest
@@ -29,7 +31,7 @@ from shared.nets.teachers import LoadedTeacher
 from teacher_server.store import Collection, CollectionSpec, FeatureStore, shard_statistics
 from teacher_server.verify import damaged_shards
 
-__all__ = ["PrecomputeSummary", "WorkerSlot", "collection_specs", "precompute"]
+__all__ = ["PrecomputeSummary", "WorkerSlot", "collection_specs", "precompute", "total_over_ranks", "worker_slot"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,25 @@ class WorkerSlot:
 
     def owns(self, shard: int) -> bool:
         return shard % self.count == self.index
+
+
+def worker_slot(flag: str | None, ranks: Ranks) -> WorkerSlot:
+    """``--worker i/n`` if given, else torchrun's ``RANK/WORLD_SIZE`` (0/1 for a plain start).
+
+    Raises:
+        ConfigError: both are given (torchrun with more than one rank) and name different slots.
+    """
+    from_env = WorkerSlot(ranks.rank, ranks.world_size)
+    if flag is None:
+        return from_env
+    try:
+        slot = WorkerSlot.parse(flag)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if ranks.distributed and slot != from_env:
+        raise ConfigError(f"--worker {flag} disagrees with torchrun's RANK={ranks.rank} WORLD_SIZE={ranks.world_size}; "
+                          "drop --worker under torchrun (each rank takes its own slot)")
+    return slot
 
 
 @dataclass
@@ -138,7 +159,7 @@ def _stored(feats: np.ndarray, enc: FeatureEncoding) -> np.ndarray:
 
 
 def precompute(
-    store_path: Path,
+    store_path: str | Path,
     manifests: Sequence[Path],
     teacher: LoadedTeacher,
     encoding: FeatureEncoding,
@@ -154,7 +175,10 @@ def precompute(
     repair: bool = False,
     progress: bool = True,
 ) -> PrecomputeSummary:
-    """Compute and store the teacher's pool5 for every frame this worker owns that is not done yet."""
+    """Compute and store the teacher's pool5 for every frame this worker owns that is not done yet.
+
+    ``store_path`` is a folder or ``s3://bucket/prefix``; either way each worker writes only its own shards.
+    """
     t0 = time.perf_counter()
     device = device or select_device("auto")
     specs, paths = collection_specs(manifests, splits, teacher, input_size)
@@ -170,7 +194,9 @@ def precompute(
         bad = set(damaged_shards(store, col, owned)) if repair else set()
         todo = [k for k in owned if k in bad or not col.shard_done(k)]
         summary.frames_skipped += sum(len(col.shard_rows(k)) for k in owned if k not in todo)
-        if not todo:
+        if not todo:  # a run that stopped after its last shard (kill -9, full disk) left the summary stale
+            col.record_summary()
+            summary.collections[spec.name] = col.summary()
             continue
         data = _RgbFrames(paths[spec.name], col.input_size, teacher.identity.mean, teacher.identity.std,
                           resize=input_size is not None)
@@ -193,7 +219,7 @@ def precompute(
                 if sum(len(p) for p in pending) == len(col.shard_rows(shard)):
                     feats = np.concatenate(pending)
                     stored = _stored(feats, encoding)
-                    col.write_shard(shard, stored, shard_statistics(feats, stored.astype(np.float32)), store.root)
+                    col.write_shard(shard, stored, shard_statistics(feats, stored.astype(np.float32)))
                     summary.frames_computed += len(feats)
                     summary.shards_written += 1
                     pending = []
@@ -203,3 +229,19 @@ def precompute(
         summary.collections[spec.name] = col.summary()
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def total_over_ranks(summary: PrecomputeSummary, store_path: Path, ranks: Ranks) -> PrecomputeSummary:
+    """The whole run's summary, called by every rank after its :func:`precompute`: counts summed, time of the
+    slowest rank, and (on the main rank) collection summaries re-recorded now that every rank's shards are in."""
+    if not ranks.distributed:
+        return summary
+    counts = reduce_over_ranks({"frames_computed": summary.frames_computed, "frames_skipped": summary.frames_skipped,
+                             "shards_written": summary.shards_written})  # returns once every rank is done
+    total = PrecomputeSummary(**{k: int(v) for k, v in counts.items()},
+                              seconds=reduce_over_ranks({"s": summary.seconds}, op=ReduceOp.MAX)["s"])
+    if ranks.is_main:
+        for name, col in FeatureStore.open(store_path, mode="r+").collections.items():
+            col.record_summary()
+            total.collections[name] = col.summary()
+    return total

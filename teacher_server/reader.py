@@ -1,18 +1,18 @@
-"""The serving hot path: stored chunk bytes by frame id with one ``os.pread`` per frame.
+"""The serving hot path: stored chunk bytes by frame id with one ranged read per frame.
 
 Going through zarr's decode costs milliseconds per frame; reading the bytes at the offset given by the
-shard's index costs microseconds. Shard indexes (``16 * shard_frames`` bytes + a CRC32C, at the end of
-each shard file, per the Zarr v3 sharding spec) are parsed and checked once and cached with the file's
-inode, so a shard rewritten by ``precompute --repair`` is picked up. The reader never writes.
+shard's index costs microseconds locally (``os.pread``) and one ranged GET on S3. Shard indexes
+(``16 * shard_frames`` bytes + a CRC32C, at the end of each shard object, per the Zarr v3 sharding spec) are
+fetched, checked and cached once per shard, with what identifies the shard's version (inode and size locally,
+the ETag on S3, where every ranged GET is conditional on it), so a shard rewritten by ``precompute --repair``
+is picked up. Byte access lives in ``storage.py``; this module knows the index format. The reader never writes.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 
 import google_crc32c
 import numpy as np
@@ -20,6 +20,7 @@ import numpy as np
 from shared.errors import FrameNotFoundError
 from shared.ids import validate_frame_id
 from teacher_server.errors import CorruptFeatureError, NotYetComputedError
+from teacher_server.storage import Blob, StaleBlobError, StoreObjects
 from teacher_server.store import Collection, FeatureStore
 
 __all__ = ["ChunkReader", "FrameChunk"]
@@ -39,9 +40,7 @@ class FrameChunk:
 
 @dataclass
 class _Shard:
-    fd: int
-    ino: int
-    size: int
+    blob: Blob
     index: np.ndarray  # (shard_frames, 2) uint64: offset, nbytes
 
 
@@ -105,53 +104,79 @@ class ChunkReader:
         if not self.is_done(col, row):
             raise NotYetComputedError(f"frame {frame_id!r} is known but not computed yet (precompute is running?)")
         shard_no, j = divmod(row, col.shard_frames)
-        path = store.root / col.shard_key(shard_no)
-        shard = self._shard(col, shard_no, path)
-        offset, nbytes = (int(v) for v in shard.index[j])
-        if shard.index[j, 0] == _EMPTY or offset + nbytes > shard.size:
-            raise CorruptFeatureError(f"frame {frame_id!r}: shard {path} has no valid entry for row {row}")
-        data = os.pread(shard.fd, nbytes, offset)
-        if len(data) != nbytes:
-            raise CorruptFeatureError(f"frame {frame_id!r}: shard {path} is truncated ({len(data)} of {nbytes} bytes)")
+        data = self._read_row(store, col, shard_no, j, frame_id)
         etag = f'"{store.teacher.weights_digest[:16]}-{google_crc32c.value(data):08x}"'
         return FrameChunk(frame_id, data, col.shape, etag)
 
-    def _shard(self, col: Collection, shard_no: int, path: Path) -> _Shard:
+    def _read_row(self, store: FeatureStore, col: Collection, shard_no: int, j: int, frame_id: str) -> bytes:
+        """Row ``j`` of a shard: one ranged read; again with a fresh index if the shard was just replaced."""
+        name = store.objects.describe(col.shard_key(shard_no))
+        for _ in range(2):
+            shard = self._shard(store, col, shard_no)
+            offset, nbytes = (int(v) for v in shard.index[j])
+            if shard.index[j, 0] == _EMPTY or offset + nbytes > shard.blob.size:
+                raise CorruptFeatureError(f"frame {frame_id!r}: shard {name} has no valid entry for row {j}")
+            try:
+                data = shard.blob.read(offset, nbytes)
+            except StaleBlobError:
+                self._forget((id(col), shard_no), shard)
+                continue
+            except FileNotFoundError:
+                raise CorruptFeatureError(f"shard {name} is marked done but missing") from None
+            if len(data) != nbytes:
+                raise CorruptFeatureError(f"frame {frame_id!r}: shard {name} is truncated ({len(data)} of {nbytes} "
+                                          "bytes)")
+            return data
+        raise CorruptFeatureError(f"frame {frame_id!r}: shard {name} was replaced twice while being read")
+
+    def _shard(self, store: FeatureStore, col: Collection, shard_no: int) -> _Shard:
+        """The cached shard (index checked once), reopened when its version changed."""
         key = (id(col), shard_no)
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            raise CorruptFeatureError(f"shard {path} is marked done but missing") from None
+        objects = store.objects
         with self._lock:
             cached = self._shards.get(key)
-            if cached is not None and cached.ino == st.st_ino and cached.size == st.st_size:
-                self._shards.move_to_end(key)
+        try:
+            if cached is not None and cached.blob.is_current():
+                with self._lock:
+                    self._shards.move_to_end(key)
                 return cached
-            if cached is not None:
-                os.close(cached.fd)
-            shard = _open_shard(path, col.shard_frames, st)
+            shard = _open_shard(objects, col.shard_key(shard_no), col.shard_frames)
+        except FileNotFoundError:
+            raise CorruptFeatureError(f"shard {objects.describe(col.shard_key(shard_no))} is marked done but "
+                                      "missing") from None
+        with self._lock:
+            old = self._shards.pop(key, None)
             self._shards[key] = shard
+            evicted = [old] if old is not None and old is not shard else []
             while len(self._shards) > self._max_open:
-                _, old = self._shards.popitem(last=False)
-                os.close(old.fd)
-            return shard
+                evicted.append(self._shards.popitem(last=False)[1])
+        for gone in evicted:
+            gone.blob.close()
+        return shard
+
+    def _forget(self, key: tuple[int, int], shard: _Shard) -> None:
+        with self._lock:
+            if self._shards.get(key) is shard:
+                del self._shards[key]
+        shard.blob.close()
 
     def close(self) -> None:
         with self._lock:
             for shard in self._shards.values():
-                os.close(shard.fd)
+                shard.blob.close()
             self._shards.clear()
 
 
-def _open_shard(path: Path, shard_frames: int, st: os.stat_result) -> _Shard:
+def _open_shard(objects: StoreObjects, key: str, shard_frames: int) -> _Shard:
+    """Fetch a shard's index (its last ``16 * shard_frames + 4`` bytes: one read) and check its CRC32C."""
     index_bytes = 16 * shard_frames
-    if st.st_size < index_bytes + 4:
-        need = index_bytes + 4
-        raise CorruptFeatureError(f"shard {path} is truncated ({st.st_size} bytes, its index alone needs {need})")
-    fd = os.open(path, os.O_RDONLY)
-    tail = os.pread(fd, index_bytes + 4, st.st_size - index_bytes - 4)
+    describe = objects.describe
+    blob, tail = objects.open_tail(key, index_bytes + 4)
+    if len(tail) < index_bytes + 4:
+        blob.close()
+        raise CorruptFeatureError(f"shard {describe(key)} is truncated ({blob.size} bytes, its index alone needs "
+                                  f"{index_bytes + 4})")
     if google_crc32c.value(tail[:-4]).to_bytes(4, "little") != tail[-4:]:
-        os.close(fd)
-        raise CorruptFeatureError(f"shard {path}: index checksum mismatch (truncated or overwritten file)")
-    index = np.frombuffer(tail[:-4], dtype="<u8").reshape(shard_frames, 2)
-    return _Shard(fd=fd, ino=st.st_ino, size=st.st_size, index=index)
+        blob.close()
+        raise CorruptFeatureError(f"shard {describe(key)}: index checksum mismatch (truncated or overwritten file)")
+    return _Shard(blob=blob, index=np.frombuffer(tail[:-4], dtype="<u8").reshape(shard_frames, 2))

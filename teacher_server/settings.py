@@ -18,6 +18,15 @@ def _split_commas(value: object) -> object:
     return value
 
 
+def _store_url(value: object) -> object:
+    """A local folder (str or Path) or ``s3://bucket/prefix``; S3 credentials and endpoint: AWS_* env vars."""
+    from teacher_server.storage import StoreLocation
+
+    return str(StoreLocation.parse(value)) if isinstance(value, str | Path) else value
+
+
+StoreUrl = Annotated[str, BeforeValidator(_store_url)]
+StoreUrlList = Annotated[list[StoreUrl], NoDecode, BeforeValidator(_split_commas)]
 PathList = Annotated[list[Path], NoDecode, BeforeValidator(_split_commas)]
 StrList = Annotated[list[str], NoDecode, BeforeValidator(_split_commas)]
 IntList = Annotated[list[int], NoDecode, BeforeValidator(_split_commas)]
@@ -27,7 +36,8 @@ _CONFIG = SettingsConfigDict(env_prefix="TEACHER_", extra="ignore")
 class PrecomputeSettings(BaseSettings):
     model_config = _CONFIG
 
-    store: Path = Field(description="feature store folder (created if missing; resumed if present)")
+    store: StoreUrl = Field(description="feature store: a folder or s3://bucket/prefix (created if missing; resumed "
+                            "if present; S3 credentials and endpoint from AWS_* env vars)")
     manifests: PathList = Field(description="manifest(s) whose RGB frames are encoded (comma-separated in env)")
     splits: StrList | None = Field(None, description="only frames of these splits (default: all)")
     arch: Literal["alexnet", "vgg16", "checkpoint"] = Field("alexnet", description="teacher architecture")
@@ -42,7 +52,8 @@ class PrecomputeSettings(BaseSettings):
     loader_workers: int = Field(2, ge=0, description="DataLoader processes decoding images")
     device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
     amp: bool = Field(True, description="float16 autocast on CUDA")
-    worker: str = Field("0/1", pattern=r"^\d+/\d+$", description="this process's share i/n of the shards")
+    worker: str | None = Field(None, pattern=r"^\d+/\d+$", description="this process's share i/n of the shards "
+                               "(default: torchrun's RANK/WORLD_SIZE, else 0/1)")
     repair: bool = Field(False, description="re-verify done shards and recompute damaged ones")
     progress: bool = Field(True, description="show a progress bar")
 
@@ -50,10 +61,12 @@ class PrecomputeSettings(BaseSettings):
 class ServeSettings(BaseSettings):
     model_config = _CONFIG
 
-    stores: PathList = Field(description="feature store folder(s) to serve (comma-separated in env)")
+    stores: StoreUrlList = Field(description="feature store folder(s) or s3://bucket/prefix URLs to serve "
+                                 "(comma-separated in env)")
     host: str = Field("127.0.0.1", description="bind address (0.0.0.0 exposes the service to the network)")
     port: int = Field(8000, ge=0, le=65535, description="TCP port")
-    token: SecretStr | None = Field(None, description="bearer token required on every route but /healthz")
+    token: SecretStr | None = Field(None, description="bearer token required on /features, /info and /metrics "
+                                    "(not on /healthz, /docs, /openapi.json)")
     max_batch: int = Field(512, ge=1, le=65536, description="most frame ids in one batch request")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="largest accepted request body")
     workers: int = Field(1, ge=1, description="uvicorn worker processes")
@@ -68,4 +81,4 @@ class ServeSettings(BaseSettings):
 class VerifySettings(BaseSettings):
     model_config = _CONFIG
 
-    store: Path = Field(description="feature store folder to check")
+    store: StoreUrl = Field(description="feature store folder or s3://bucket/prefix to check")

@@ -18,23 +18,24 @@ the same object.
 
 from __future__ import annotations
 
-import fcntl
+import errno
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
+from zarr.errors import ContainsArrayError, ContainsGroupError, NodeNotFoundError
 
 from shared.errors import DataError, XModalError
 from shared.features import FeatureEncoding
 from shared.identity import TeacherIdentity
 from shared.ids import validate_frame_id
+from teacher_server.storage import StoreLocation, StoreObjects, open_objects
 
 __all__ = [
     "STORE_FORMAT",
@@ -42,9 +43,9 @@ __all__ = [
     "Collection",
     "CollectionSpec",
     "FeatureStore",
+    "StoreFullError",
     "StoreMismatchError",
     "shard_statistics",
-    "store_lock",
 ]
 
 STORE_FORMAT = "xmodal-features"
@@ -56,10 +57,32 @@ STAT_FRAMES, STAT_NORM, STAT_NORM_SQ, STAT_RAW_BYTES, STAT_STORED_BYTES, STAT_MA
     range(8)
 )
 _N_FIXED_STATS = 8
+_Node = TypeVar("_Node")
 
 
 class StoreMismatchError(XModalError, ValueError):
     """An existing store was made with a different teacher, encoding or frame list."""
+
+
+class StoreFullError(XModalError, OSError):
+    """The store's filesystem ran out of space (or quota); what was being written is not marked done."""
+
+
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextmanager
+def _space_checked(root: StoreLocation, what: str) -> Iterator[None]:
+    """Turn ENOSPC / EDQUOT into a :class:`StoreFullError` that names the store and says how to resume."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in _FULL_ERRNOS:
+            raise
+        raise StoreFullError(
+            f"store {root}: no space left on device while writing {what} ({e}); it is not marked "
+            "done: free some space and rerun the same command to resume"
+        ) from e
 
 
 @dataclass(frozen=True)
@@ -94,8 +117,8 @@ def shard_statistics(feats: np.ndarray, decoded: np.ndarray) -> np.ndarray:
 class Collection:
     """One frame-shape group of a store: ids, features, done bitmap, per-shard statistics."""
 
-    def __init__(self, group: zarr.Group, name: str) -> None:
-        self.group, self.name = group, name
+    def __init__(self, group: zarr.Group, name: str, objects: StoreObjects) -> None:
+        self.group, self.name, self.objects = group, name, objects
         meta = dict(group.attrs["xmodal"])
         self.shape: tuple[int, int, int] = tuple(meta["shape"])  # type: ignore[assignment]
         self.input_size: tuple[int, int] = tuple(meta["input_size"])  # type: ignore[assignment]
@@ -113,8 +136,12 @@ class Collection:
 
     def shard_key(self, shard: int) -> str:
         """Store key of a features shard, e.g. ``synth/features/c/3/0/0/0``."""
-        key = self.features.metadata.chunk_key_encoding.encode_chunk_key((shard, 0, 0, 0))
-        return f"{self.name}/features/{key}"
+        return f"{self.name}/features/{self._chunk_key(self.features, shard)}"
+
+    @staticmethod
+    def _chunk_key(array: zarr.Array, shard: int) -> str:
+        """Key (inside ``array``) of the chunk or shard that holds shard ``shard``'s rows."""
+        return array.metadata.chunk_key_encoding.encode_chunk_key((shard,) + (0,) * (array.ndim - 1))
 
     def done(self) -> np.ndarray:
         """Completion bitmap as bool (N,), read fresh from the store."""
@@ -129,29 +156,36 @@ class Collection:
         return np.asarray(self.features.oindex[rows] if not isinstance(rows, slice) else self.features[rows],
                           dtype=np.float32)
 
-    def write_shard(self, shard: int, stored: np.ndarray, stats_row: np.ndarray, root: Path) -> None:
+    def write_shard(self, shard: int, stored: np.ndarray, stats_row: np.ndarray) -> None:
         """Write one whole shard, make it durable, then its statistics, then mark its frames done.
 
         A previous file of this shard (a damaged one being repaired, or one written just before a crash that
-        came before its done bits) is removed first, so zarr never merges new chunks into old bytes.
+        came before its done bits) is removed first, so zarr never merges new chunks into old bytes; so are
+        temp files a killed write of this shard left behind. A full disk raises :class:`StoreFullError`
+        with the shard not done.
         """
         rows = self.shard_rows(shard)
         if stored.shape != (len(rows), *self.shape):
             raise DataError(f"shard {shard} of {self.name!r} expects {(len(rows), *self.shape)}, got {stored.shape}")
-        path = root / self.shard_key(shard)
-        if self.shard_done(shard):  # repair: readers see "not computed" rather than a vanished file
-            self.done_array[rows.start : rows.stop] = 0
-        path.unlink(missing_ok=True)
-        self.features[rows.start : rows.stop] = stored
-        _fsync_tree(path)
-        row = stats_row.copy()
-        row[STAT_STORED_BYTES] = path.stat().st_size
-        self.stats_array[shard] = row
-        self.done_array[rows.start : rows.stop] = 1
+        key, objects = self.shard_key(shard), self.objects
+        what = f"shard {shard} of collection {self.name!r} (frames {self.ids[rows.start]}..{self.ids[rows.stop - 1]})"
+        with _space_checked(objects.location, what):
+            if self.shard_done(shard):  # repair: readers see "not computed" rather than a vanished file
+                self.done_array[rows.start : rows.stop] = 0
+            objects.remove(key)
+            for array in (self.features, self.stats_array, self.done_array):  # each has one chunk per shard
+                objects.discard_partials(f"{self.name}/{array.basename}/{self._chunk_key(array, shard)}")
+            self.features[rows.start : rows.stop] = stored
+            objects.make_durable(key)
+            row = stats_row.copy()
+            row[STAT_STORED_BYTES] = objects.size(key)
+            self.stats_array[shard] = row
+            self.done_array[rows.start : rows.stop] = 1
 
     def record_summary(self) -> None:
         """Write :meth:`summary` into the collection's attributes (idempotent; last writer is complete)."""
-        with store_lock(Path(self.group.store.root)):  # type: ignore[attr-defined]
+        with self.objects.writer_lock(), _space_checked(self.objects.location, f"the summary of {self.name!r}"):
+            self.objects.discard_partials(f"{self.name}/zarr.json")
             meta = dict(self.group.attrs["xmodal"])
             meta["summary"] = self.summary()
             self.group.attrs["xmodal"] = meta
@@ -183,59 +217,42 @@ class Collection:
         }
 
 
-def _fsync_tree(path: Path) -> None:
-    """fsync a file and its directory so the rename that created it survives a power loss."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
-@contextmanager
-def store_lock(root: Path) -> Iterator[None]:
-    """Serialise store creation between workers started at the same time (local filesystems)."""
-    root.mkdir(parents=True, exist_ok=True)
-    with (root / ".create.lock").open("w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 class FeatureStore:
-    """A teacher's feature store on a local directory (object storage: see the README's scale section)."""
+    """A teacher's feature store in a local folder or under an ``s3://bucket/prefix`` (see ``storage.py``)."""
 
-    def __init__(self, root: Path, group: zarr.Group) -> None:
-        self.root, self.group = root, group
+    def __init__(self, location: StoreLocation, group: zarr.Group, objects: StoreObjects) -> None:
+        self.location, self.group, self.objects = location, group, objects
         meta = dict(group.attrs.get("xmodal", {}))
         if meta.get("format") != STORE_FORMAT:
-            raise DataError(f"{root} is not a feature store (format {meta.get('format')!r}, expected {STORE_FORMAT!r})")
+            raise DataError(f"{location} is not a feature store (format {meta.get('format')!r}, "
+                            f"expected {STORE_FORMAT!r})")
         if meta.get("version") != STORE_VERSION:
-            raise DataError(f"{root}: store version {meta.get('version')} is not supported (expected {STORE_VERSION})")
+            raise DataError(f"{location}: store version {meta.get('version')} is not supported "
+                            f"(expected {STORE_VERSION})")
         self.meta = meta
         self.teacher = TeacherIdentity.model_validate(meta["teacher"])
         self.encoding = FeatureEncoding.from_dict(meta["encoding"])
-        self.collections = {name: Collection(group[name], name) for name in meta["collections"]}
+        self.collections = {name: Collection(group[name], name, objects) for name in meta["collections"]}
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], mode: str = "r") -> FeatureStore:
-        """Open an existing store (read-only by default).
+        """Open an existing store (read-only by default): a local folder or ``s3://bucket/prefix``.
 
         Raises:
             FileNotFoundError: no store at ``path``.
-            DataError: the folder is not a store of a supported version.
+            DataError: not a store of a supported version, or an S3 bucket that is missing or refused.
+            ConfigError: a URL scheme other than s3://.
         """
-        root = Path(path)
-        if not (root / "zarr.json").is_file():
-            raise FileNotFoundError(f"no feature store at {root} (missing zarr.json); run `teacher-server precompute`")
-        return cls(root, zarr.open_group(str(root), mode=mode))
+        location = StoreLocation.parse(path)
+        missing = f"no feature store at {location} (missing zarr.json); run `teacher-server precompute`"
+        if location.path is not None and not (location.path / "zarr.json").is_file():
+            raise FileNotFoundError(missing)
+        zstore, objects = open_objects(location, read_only=mode == "r")
+        try:
+            group = zarr.open_group(zstore, mode=mode)  # type: ignore[arg-type]
+        except NodeNotFoundError:
+            raise FileNotFoundError(missing) from None
+        return cls(location, group, objects)
 
     @classmethod
     def create_or_open(
@@ -247,65 +264,81 @@ class FeatureStore:
         shard_frames: int,
         extra_attrs: dict[str, Any] | None = None,
     ) -> FeatureStore:
-        """Open the store at ``path`` for writing, creating it and any missing collection.
+        """Open the store at ``path`` (folder or ``s3://bucket/prefix``) for writing, creating what is missing.
+
+        Creation never deletes: writers started together on object storage (no lock there) or a creation
+        cut short by a crash all end with the same groups and arrays (see :func:`_ensure_array`).
 
         Raises:
             StoreMismatchError: the store exists with another teacher or encoding, or a collection exists
                 with other ids or shape (delete the store or choose another path).
         """
-        root = Path(path)
-        with store_lock(root):
-            if (root / "zarr.json").is_file():
-                group = zarr.open_group(str(root), mode="r+")
-                meta = dict(group.attrs.get("xmodal", {}))
+        location = StoreLocation.parse(path)
+        zstore, objects = open_objects(location, read_only=False)
+        with objects.writer_lock():
+            group = _ensure(lambda: zarr.open_group(zstore, mode="a"), lambda: zarr.open_group(zstore, mode="r+"))
+            meta = dict(group.attrs.get("xmodal", {}))
+            if meta:
                 if meta.get("teacher") != json.loads(teacher.model_dump_json()):
                     raise StoreMismatchError(
-                        f"store {root} holds features of teacher {meta.get('teacher', {}).get('arch')!r} "
+                        f"store {location} holds features of teacher {meta.get('teacher', {}).get('arch')!r} "
                         f"({meta.get('teacher', {}).get('weights_digest', '?')[:12]}), not {teacher.short_id()}"
                     )
                 if meta.get("encoding") != encoding.to_dict():
                     have, want = meta.get("encoding"), encoding.to_dict()
-                    raise StoreMismatchError(f"store {root} uses encoding {have}, not {want}")
+                    raise StoreMismatchError(f"store {location} uses encoding {have}, not {want}")
             else:
-                group = zarr.open_group(str(root), mode="w")
                 meta = {
                     "format": STORE_FORMAT, "version": STORE_VERSION, "teacher": json.loads(teacher.model_dump_json()),
                     "encoding": encoding.to_dict(), "collections": [], **(extra_attrs or {}),
                 }
             for spec in specs:
                 if spec.name in meta["collections"]:
-                    _check_collection(root, Collection(group[spec.name], spec.name), spec)
+                    _check_collection(location, Collection(group[spec.name], spec.name, objects), spec)
                 else:
                     _create_collection(group, spec, encoding, shard_frames)
                     meta["collections"] = [*meta["collections"], spec.name]
             group.attrs["xmodal"] = meta
-        return cls(root, group)
+        return cls(location, group, objects)
 
 
-def _check_collection(root: Path, col: Collection, spec: CollectionSpec) -> None:
+def _check_collection(location: StoreLocation, col: Collection, spec: CollectionSpec) -> None:
     if col.shape != spec.shape or tuple(col.ids) != tuple(spec.ids):
         raise StoreMismatchError(
-            f"collection {spec.name!r} in {root} holds {col.n_frames} frames of shape {col.shape}; this run has "
-            f"{len(spec.ids)} frames of shape {spec.shape} (same manifest and input size expected)"
+            f"collection {spec.name!r} in {location} holds {col.n_frames} frames of shape {col.shape}; this run "
+            f"has {len(spec.ids)} frames of shape {spec.shape} (same manifest and input size expected)"
         )
+
+
+def _ensure(create: Callable[[], _Node], existing: Callable[[], _Node]) -> _Node:
+    """``create()`` unless the node exists; an existing one (another writer's, or a crashed creation's) is
+    kept with its chunks, so creation is idempotent without a lock and never wipes finished shards."""
+    try:
+        return create()
+    except (ContainsArrayError, ContainsGroupError):
+        return existing()
+
+
+def _ensure_array(group: zarr.Group, name: str, **kwargs: Any) -> zarr.Array:
+    return _ensure(lambda: group.create_array(name, **kwargs), lambda: group[name])  # type: ignore[return-value]
 
 
 def _create_collection(group: zarr.Group, spec: CollectionSpec, enc: FeatureEncoding, shard_frames: int) -> None:
     for fid in spec.ids:
         validate_frame_id(fid)
     n, (c, h, w) = len(spec.ids), spec.shape
-    sub = group.create_group(spec.name)
+    sub = _ensure(lambda: group.create_group(spec.name), lambda: group[spec.name])
     s = max(1, min(shard_frames, n))
-    sub.create_array(
-        "features", shape=(n, c, h, w), dtype=enc.dtype, chunks=(1, c, h, w), shards=(s, c, h, w),
+    _ensure_array(
+        sub, "features", shape=(n, c, h, w), dtype=enc.dtype, chunks=(1, c, h, w), shards=(s, c, h, w),
         compressors=[ZstdCodec(level=enc.level, checksum=enc.checksum)], fill_value=0,
         config={"write_empty_chunks": True},  # an all-zero map is still a stored chunk the server can send
         dimension_names=("frame", "channel", "y", "x"),
     )
-    ids = sub.create_array("ids", shape=(n,), dtype=str, chunks=(min(n, 65536),))
+    ids = _ensure_array(sub, "ids", shape=(n,), dtype=str, chunks=(min(n, 65536),))
     ids[:] = np.asarray(spec.ids, dtype=object)
-    sub.create_array("done", shape=(n,), dtype="uint8", chunks=(s,), fill_value=0)
+    _ensure_array(sub, "done", shape=(n,), dtype="uint8", chunks=(s,), fill_value=0)
     n_shards = -(-n // s)
-    sub.create_array("shard_stats", shape=(n_shards, _N_FIXED_STATS + c), dtype="float64",
-                     chunks=(1, _N_FIXED_STATS + c), fill_value=0.0)
+    _ensure_array(sub, "shard_stats", shape=(n_shards, _N_FIXED_STATS + c), dtype="float64",
+                  chunks=(1, _N_FIXED_STATS + c), fill_value=0.0)
     sub.attrs["xmodal"] = {"shape": [c, h, w], "input_size": list(spec.input_size), "shard_frames": s, "frames": n}
