@@ -28,24 +28,31 @@ def machine() -> str:
 
 def percentiles(seconds: list[float]) -> dict[str, float]:
     a = np.asarray(seconds) * 1000
-    return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99))}
+    return {f"p{q}_ms": float(np.percentile(a, q)) for q in (50, 95, 99)}
 
 
 @contextlib.contextmanager
-def served(store: Path, port: int | None = None) -> Iterator[str]:
-    """``teacher-server serve`` in its own process on 127.0.0.1; yields the URL, kills it afterwards."""
+def serve_process(store: Path, port: int | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``teacher-server serve`` in its own process on 127.0.0.1; yields the URL and the process, stops it after."""
     port = port or free_port()
     proc = subprocess.Popen([sys.executable, "-m", "teacher_server.cli", "serve", "--stores", str(store),
                              "--port", str(port), "--log-level", "warning"], cwd=REPO)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and proc.poll() is None:
             with contextlib.suppress(httpx.TransportError):
                 if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                     break
             time.sleep(0.1)
-        yield url
+        yield url, proc
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@contextlib.contextmanager
+def served(store: Path, port: int | None = None) -> Iterator[str]:
+    """:func:`serve_process` for callers that need only the URL."""
+    with serve_process(store, port) as (url, _):
+        yield url

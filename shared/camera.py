@@ -12,6 +12,8 @@ import math
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared.errors import DataError
+
 __all__ = ["NYUD2_KINECT", "Intrinsics"]
 
 
@@ -70,9 +72,9 @@ class Intrinsics(BaseModel):
         )
 
     def check_image(self, shape: tuple[int, ...], what: str = "image") -> None:
-        """Raise ValueError when an image of ``shape`` (H, W, ...) does not have this camera's size."""
+        """Raise DataError (a ValueError) when an image of ``shape`` (H, W, ...) does not have this camera's size."""
         if tuple(shape[:2]) != (self.height, self.width):
-            raise ValueError(
+            raise DataError(
                 f"{what} is {shape[0]}x{shape[1]} (HxW) but the intrinsics are for "
                 f"{self.height}x{self.width}: pass the camera of this image (cropped or resized?)"
             )

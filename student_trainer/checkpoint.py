@@ -34,9 +34,14 @@ def git_revision() -> str:
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
-    """Atomically write ``state`` with torch.save (temp file + fsync + rename)."""
+    """Atomically write ``state`` with torch.save (temp file + fsync + rename).
+
+    Temp files that killed writers of ``path`` left behind are removed first (one writer per run folder).
+    """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
+    for stale in p.parent.glob(f".{p.name}.tmp-*"):
+        stale.unlink(missing_ok=True)
     tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
     with tmp.open("wb") as fh:
         torch.save(state, fh)

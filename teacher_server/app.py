@@ -46,7 +46,7 @@ def open_reader(settings: ServeSettings) -> ChunkReader:
     for s in stores[1:]:
         if s.teacher != first.teacher or s.encoding != first.encoding:
             raise XModalError(
-                f"stores {first.root} and {s.root} hold different teachers or encodings "
+                f"stores {first.location} and {s.location} hold different teachers or encodings "
                 f"({first.teacher.short_id()} vs {s.teacher.short_id()}); serve them from separate servers"
             )
     return ChunkReader(stores)
@@ -70,6 +70,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         description="Cached teacher pool5 feature maps by frame id, for cross-modal supervision transfer. "
         "Errors are JSON: {\"error\": {\"code\", \"message\"}}.",
         lifespan=lifespan,
+        redirect_slashes=False,  # "/features/<id>/" is a JSON 404, not a redirect built from the Host header
     )
     app.state.settings, app.state.metrics = settings, metrics
     app.add_middleware(MetricsMiddleware, metrics=metrics)

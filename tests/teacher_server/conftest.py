@@ -1,4 +1,4 @@
-"""Fixtures: a small RGB dataset, a small checkpoint teacher, a precomputed store, a served app."""
+"""Fixtures: a small RGB dataset and a precomputed store (the checkpoint teacher is in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from shared.features import encoding
 from shared.imageio import write_image
 from shared.manifest import FrameRecord, ManifestHeader, write_manifest
-from shared.nets.teachers import IMAGENET_MEAN, IMAGENET_STD, load_teacher
+from shared.nets.teachers import IMAGENET_MEAN, IMAGENET_STD
 from shared.nets.trunks import AlexNetTrunk, trunk_spec
 from teacher_server.precompute import precompute
 
@@ -42,16 +42,6 @@ def make_teacher_checkpoint(path: Path, seed: int = 0) -> Path:
 @pytest.fixture(scope="session")
 def dataset(tmp_path_factory) -> Path:
     return make_rgb_dataset(tmp_path_factory.mktemp("data"))
-
-
-@pytest.fixture(scope="session")
-def teacher_ckpt(tmp_path_factory) -> Path:
-    return make_teacher_checkpoint(tmp_path_factory.mktemp("teacher") / "teacher.pt")
-
-
-@pytest.fixture(scope="session")
-def teacher(teacher_ckpt):
-    return load_teacher("checkpoint", str(teacher_ckpt))
 
 
 @pytest.fixture(scope="session")
