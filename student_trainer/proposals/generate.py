@@ -22,6 +22,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from filelock import FileLock
 from tqdm import tqdm
 
 from shared.errors import ConfigError, DataError
@@ -157,11 +158,20 @@ def _resume(out: Path, identity: dict[str, Any]) -> tuple[dict[str, tuple[np.nda
 
 
 def _write(out: Path, manifest: Manifest, done: dict, identity: dict, complete: bool) -> float:
-    """Save the cache (compressed once complete; stored while checkpointing); returns the seconds it took."""
+    """Save the cache (compressed once complete; stored while checkpointing); returns the seconds it took.
+
+    Detectors started at the same time fill one cache for their own splits: under a lock, the frames another
+    run saved since we read the file are merged into ``done`` first, so the cache ends as the union of every
+    run's frames rather than the last writer's.
+    """
     start = time.monotonic()
-    order = [f.id for f in manifest if f.id in done]  # manifest order; frames no longer in it are dropped
-    save_proposals(out, {i: done[i][0] for i in order}, {i: done[i][1] for i in order},
-                   meta={**identity, "manifest": manifest.source, "complete": complete}, compress=complete)
+    with FileLock(f"{out}.lock"):
+        if out.exists():
+            for fid, pair in _resume(out, identity)[0].items():
+                done.setdefault(fid, pair)
+        order = [f.id for f in manifest if f.id in done]  # manifest order; frames no longer in it are dropped
+        save_proposals(out, {i: done[i][0] for i in order}, {i: done[i][1] for i in order},
+                       meta={**identity, "manifest": manifest.source, "complete": complete}, compress=complete)
     return time.monotonic() - start
 
 

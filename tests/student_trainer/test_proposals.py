@@ -27,7 +27,7 @@ from student_trainer.proposals import (
 )
 from student_trainer.proposals import generate as generate_module
 from student_trainer.proposals import sources as sources_module
-from tests.servers import run_cli
+from tests.servers import cli, run_cli
 
 needs_contrib = pytest.mark.skipif(not hasattr(cv2, "ximgproc"), reason="needs opencv-contrib (cv2.ximgproc)")
 
@@ -172,6 +172,21 @@ def test_proposals_command_fills_the_cache_detect_reads(synth_tiny, tmp_path):
     assert cache.stat().st_mtime_ns == before, "detect's own call recomputed or rewrote a complete cache"
     bad = run_cli("student_trainer.cli", "proposals", "--manifest", str(tmp_path / "missing.jsonl"), check=False)
     assert bad.returncode != 0 and "missing.jsonl" in bad.stderr
+
+
+@needs_contrib
+def test_generators_running_at_once_on_one_cache_keep_every_frame(synth_tiny, tmp_path):
+    """Two runs for different splits (detectors started together) end with the union, not the last writer's."""
+    m = read_manifest(synth_tiny)
+    cache = tmp_path / "shared.npz"
+    runs = [cli("student_trainer.cli", "proposals", "--manifest", str(synth_tiny), "--out", str(cache),
+                "--splits", split, "--method", "edge_boxes", "--workers", "1", "--no-progress")
+            for split in ("depth_test", "flow_test")]
+    for proc in runs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-2000:]
+    want = {f.id for f in m.split("depth_test", "flow_test")}
+    assert set(load_proposals(cache)) == want
 
 
 @needs_contrib
