@@ -340,7 +340,7 @@ def run_detect(s: DetectSettings) -> dict[str, Any]:
     """Train (or resume) a detector, evaluate it on the test split; returns the summary (also summary.json)."""
     run = build_detect(s)
     device = select_device(s.device)
-    # NHWC on CPU too: oneDNN's convolutions are faster on it (bench/cpu_layout.py)
+    # NHWC on CPU too: one code path, and no slower there (bench/cpu_layout.py)
     run.model.to(device, memory_format=torch.channels_last)
     write_run_config(s.out, {"settings": json.loads(s.model_dump_json()), "init": run.init,
                              "trunk": run.model.trunk.spec.model_dump(), "detector": run.model.describe(),
