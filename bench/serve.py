@@ -8,6 +8,7 @@ Prints Markdown tables (paste into BENCHMARKS.md) and writes bench/results/serve
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import tempfile
 import time
@@ -85,6 +86,29 @@ def http_single(url: str, ids: list[str], rounds: int) -> dict:
     return {"frames_per_s": len(lat) / dt, "MB_per_s": nbytes / dt / 1e6, **percentiles(lat)}
 
 
+def stdlib_single(url: str, ids: list[str], rounds: int) -> dict:
+    """Single GETs through the standard library's http.client (keep-alive): the service's own latency, without
+    httpx's per-request cost (~0.7-1 ms here), decode included."""
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port))
+    with TeacherClient(url) as c:
+        enc = c.encoding
+    lat, nbytes = [], 0
+    t0 = time.perf_counter()
+    for _ in range(rounds):
+        for fid in ids:
+            t = time.perf_counter()
+            conn.request("GET", f"/features/{fid}")
+            r = conn.getresponse()
+            body = r.read()
+            decode_chunk(body, tuple(int(v) for v in r.getheader("x-feature-shape").split(",")), enc)
+            lat.append(time.perf_counter() - t)
+            nbytes += len(body)
+    dt = time.perf_counter() - t0
+    conn.close()
+    return {"frames_per_s": len(lat) / dt, "MB_per_s": nbytes / dt / 1e6, **percentiles(lat)}
+
+
 def http_batch(url: str, ids: list[str], rounds: int, batch: int) -> dict:
     """Batch requests decoded like TeacherClient.get_many does, counting bytes on the wire."""
     lat = []
@@ -139,6 +163,7 @@ def main() -> None:
         }
         with served(store) as url:
             results["http_single"] = http_single(url, ids, args.rounds)
+            results["stdlib_single"] = stdlib_single(url, ids, args.rounds)
             results["http_batch"] = http_batch(url, ids, args.rounds, args.batch)
     ceiling = results["in_process"]["frames_per_s"]
     results["batch_vs_ceiling"] = results["http_batch"]["frames_per_s"] / ceiling
@@ -151,11 +176,13 @@ def main() -> None:
     for r in results["codecs"]:
         print(f"| {r['encoding']} | {r['ratio']:.2f}x | {r['max_rel_error']:.1e} | {r['mean_abs_error']:.1e} | "
               f"{r['encode+decode_us']:.0f} |")
-    s, b = results["http_single"], results["http_batch"]
+    s, b, sl = results["http_single"], results["http_batch"], results["stdlib_single"]
     print("\n| path | frames/s | MB/s | p50 ms | p99 ms | vs ceiling |\n|---|---|---|---|---|---|")
     print(f"| in-process pread + decode (ceiling) | {ceiling:.0f} | | | | 1.00 |")
     print(f"| HTTP single GET | {s['frames_per_s']:.0f} | {s['MB_per_s']:.1f} | {s['p50_ms']:.2f} | "
           f"{s['p99_ms']:.2f} | {s['frames_per_s'] / ceiling:.2f} |")
+    print(f"| HTTP single GET, stdlib http.client | {sl['frames_per_s']:.0f} | {sl['MB_per_s']:.1f} | "
+          f"{sl['p50_ms']:.2f} | {sl['p99_ms']:.2f} | {sl['frames_per_s'] / ceiling:.2f} |")
     print(f"| HTTP batch of {b['batch']} | {b['frames_per_s']:.0f} | {b['MB_per_s']:.1f} | {b['p50_ms']:.2f} | "
           f"{b['p99_ms']:.2f} | "
           f"{results['batch_vs_ceiling']:.2f} |")
