@@ -138,27 +138,26 @@ class ChunkReader:
         try:
             if cached is not None and cached.blob.is_current():
                 with self._lock:
-                    self._shards.move_to_end(key)
+                    if self._shards.get(key) is cached:  # another thread may have evicted it meanwhile
+                        self._shards.move_to_end(key)
                 return cached
             shard = _open_shard(objects, col.shard_key(shard_no), col.shard_frames)
         except FileNotFoundError:
             raise CorruptFeatureError(f"shard {objects.describe(col.shard_key(shard_no))} is marked done but "
                                       "missing") from None
+        # Replaced or evicted shards are only dropped, never closed here: another thread may be reading one; its
+        # file closes when the last reference goes.
         with self._lock:
-            old = self._shards.pop(key, None)
+            self._shards.pop(key, None)
             self._shards[key] = shard
-            evicted = [old] if old is not None and old is not shard else []
             while len(self._shards) > self._max_open:
-                evicted.append(self._shards.popitem(last=False)[1])
-        for gone in evicted:
-            gone.blob.close()
+                self._shards.popitem(last=False)
         return shard
 
     def _forget(self, key: tuple[int, int], shard: _Shard) -> None:
         with self._lock:
             if self._shards.get(key) is shard:
                 del self._shards[key]
-        shard.blob.close()
 
     def close(self) -> None:
         with self._lock:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -114,19 +115,21 @@ class StoreObjects(ABC):
 @dataclass
 class _LocalBlob(Blob):
     path: Path
-    fd: int
+    # A file object, not a bare fd: a blob the reader's cache dropped may still be read by another thread, and
+    # the file closes only when its last holder lets go — a closed fd number could be reused by another shard.
+    file: io.FileIO
     ino: int
     size: int
 
     def read(self, offset: int, nbytes: int) -> bytes:
-        return os.pread(self.fd, nbytes, offset)
+        return os.pread(self.file.fileno(), nbytes, offset)
 
     def is_current(self) -> bool:
         st = os.stat(self.path)  # FileNotFoundError when the shard vanished
         return st.st_ino == self.ino and st.st_size == self.size
 
     def close(self) -> None:
-        os.close(self.fd)
+        self.file.close()
 
 
 class _LocalObjects(StoreObjects):
@@ -136,10 +139,10 @@ class _LocalObjects(StoreObjects):
 
     def open_tail(self, key: str, nbytes: int) -> tuple[Blob, bytes]:
         path = self.root / key
-        fd = os.open(path, os.O_RDONLY)
-        st = os.fstat(fd)
+        file = io.FileIO(path, "r")
+        st = os.fstat(file.fileno())
         start = max(0, st.st_size - nbytes)
-        return _LocalBlob(path, fd, st.st_ino, st.st_size), os.pread(fd, st.st_size - start, start)
+        return _LocalBlob(path, file, st.st_ino, st.st_size), os.pread(file.fileno(), st.st_size - start, start)
 
     def remove(self, key: str) -> None:
         (self.root / key).unlink(missing_ok=True)

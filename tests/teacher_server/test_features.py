@@ -2,6 +2,8 @@
 
 import io
 import json
+import random
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
@@ -12,6 +14,7 @@ from shared.errors import FrameIdError, FrameNotFoundError
 from shared.features import BATCH_MEDIA_TYPE, decode_batch, decode_chunk, encoding
 from teacher_server.app import create_app
 from teacher_server.precompute import WorkerSlot, precompute
+from teacher_server.reader import ChunkReader
 from teacher_server.settings import ServeSettings
 from teacher_server.store import FeatureStore
 from tests.servers import uvicorn_thread
@@ -162,3 +165,23 @@ def test_serving_a_store_while_it_is_filled(tmp_path, dataset, teacher):
 def test_client_validates_ids_locally(served):
     with TeacherClient(served) as c, pytest.raises(FrameIdError):
         c.get("../etc/passwd")
+
+
+def test_reader_evicting_shards_under_concurrent_reads_returns_each_frames_bytes(store_path):
+    """One open shard at most and 4 threads reading across 5 shards: evictions never hand a reader another
+    shard's bytes (an evicted shard's file stays open while a thread still reads it)."""
+    col = FeatureStore.open(store_path).collections["tiny"]
+    ids = list(col.ids)
+    expected = {fid: ChunkReader([FeatureStore.open(store_path)]).read(fid).data for fid in ids}
+    reader = ChunkReader([FeatureStore.open(store_path)], max_open_shards=1)
+
+    def work(seed: int) -> int:
+        rng = random.Random(seed)
+        for _ in range(400):
+            fid = rng.choice(ids)
+            assert reader.read(fid).data == expected[fid], fid
+        return 400
+
+    with ThreadPoolExecutor(4) as pool:
+        assert sum(pool.map(work, range(4))) == 1600
+    reader.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import http.client
+import io
 import os
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -85,7 +86,7 @@ TRAVERSALS = [
 
 @pytest.fixture
 def file_spy(monkeypatch) -> list[str]:
-    """Paths given to os.open, os.stat and open() in this process (the server runs in a thread of it)."""
+    """Paths given to os.open, os.stat, io.FileIO and open() in this process (the server runs in a thread of it)."""
     seen: list[str] = []
 
     def spy(real):
@@ -96,7 +97,7 @@ def file_spy(monkeypatch) -> list[str]:
 
         return wrapper
 
-    for mod, name in [(os, "open"), (os, "stat"), (builtins, "open")]:
+    for mod, name in [(os, "open"), (os, "stat"), (io, "FileIO"), (builtins, "open")]:
         monkeypatch.setattr(mod, name, spy(getattr(mod, name)))
     return seen
 
