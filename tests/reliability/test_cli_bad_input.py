@@ -162,11 +162,12 @@ def test_student_trainer_transfer(fault, make_case, teacher_url, synth_tiny):
     assert not (out / "summary.json").exists()
 
 
-@pytest.mark.parametrize("fault", ["missing_manifest", "bad_line"])
+@pytest.mark.parametrize("fault", FILE_FAULTS)
 def test_student_trainer_detect(fault, make_case):
-    case = make_case(fault, "depth_transfer", "hha")
+    case = make_case(fault, "depth_train", "hha")
     out = case.root / "det"
-    proc = run_cli("student_trainer.cli", "detect", *args_of(modality="hha", manifest=case.manifest, out=out),
+    proc = run_cli("student_trainer.cli", "detect", *args_of(modality="hha", manifest=case.manifest, out=out,
+                                                             profile="tiny", iterations=2),
                    check=False)
     _fails_naming(proc, case)
     assert not (out / "summary.json").exists()
