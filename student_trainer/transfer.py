@@ -206,7 +206,7 @@ def _train(s: TransferSettings, ranks: Ranks, device: torch.device) -> dict[str,
         if done % s.log_every == 0 or done == s.iterations:
             local = window.report()
             last = {"step": done, "lr": sched.get_last_lr()[0], **mean_over_ranks(local)}
-            if metrics:
+            if main:
                 metrics.write(last)
             bar.set_postfix(loss=f"{last['loss']:.3f}", cos=f"{last['cosine']:.3f}",
                             wait=f"{last['wait_fraction']:.0%}")
@@ -215,7 +215,7 @@ def _train(s: TransferSettings, ranks: Ranks, device: torch.device) -> dict[str,
     bar.close()
     summary = {"modality": s.modality, "init": s.init, "iterations": s.iterations, "teacher": run.teacher["id"],
                "target_scale": run.scale, "final": last, "frames": len(run.dataset.ids)}
-    if metrics:  # rank 0
+    if main:
         metrics.close()
         if s.iterations == 0 or first >= s.iterations:
             save_checkpoint(ckpt_path, _checkpoint(run, opt, sched, max(first, s.iterations)))

@@ -231,7 +231,7 @@ def precompute(
     return summary
 
 
-def total_over_ranks(summary: PrecomputeSummary, store_path: Path, ranks: Ranks) -> PrecomputeSummary:
+def total_over_ranks(summary: PrecomputeSummary, store_path: str | Path, ranks: Ranks) -> PrecomputeSummary:
     """The whole run's summary, called by every rank after its :func:`precompute`: counts summed, time of the
     slowest rank, and (on the main rank) collection summaries re-recorded now that every rank's shards are in."""
     if not ranks.distributed:
