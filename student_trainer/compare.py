@@ -1,9 +1,10 @@
 """The paper's comparison (Table 1): detectors for the new modality from every trunk initialisation.
 
 For one modality (HHA or flow) and each seed, trains and evaluates Fast R-CNN detectors initialised with
-no init, copy from RGB, supervision transfer (fine-tuned and with the trunk frozen) and — the control —
-supervision transfer from an untrained (random-weight) teacher; plus RGB alone and the late fusion of RGB
-with the supervision-transfer detector, all on the same test split and proposals. Every run is resumable
+no init, copy from RGB, supervision transfer and — the control — supervision transfer from an untrained
+(random-weight) teacher, each once fine-tuned and once with the trunk frozen (only the fc layers learn: what the
+init alone carries); plus RGB alone and the late fusion of RGB with the supervision-transfer detector, all on
+the same test split and proposals. Every run is resumable
 (a finished run is only re-read), so rerunning the command continues where it stopped.
 """
 
@@ -20,19 +21,24 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigError
-from student_trainer.detect import evaluate_fused, run_detect
+from student_trainer.detect import run_detect
+from student_trainer.detect_eval import evaluate_fused
 from student_trainer.detect_settings import DetectSettings
 from student_trainer.settings import IntList
 
 __all__ = ["METHODS", "CompareSettings", "run_compare"]
 
-# (key, row label, detector init, which checkpoint initialises the trunk)
-METHODS: list[tuple[str, str, str, str | None]] = [
+# (key, row label, detector init, which checkpoint initialises the trunk), each fine-tuned and frozen
+_INITS: list[tuple[str, str, str, str | None]] = [
     ("no-init", "no init (random trunk)", "random", None),
     ("copy-rgb", "copy from RGB", "copy-rgb", "rgb"),
     ("transfer", "supervision transfer", "transfer", "transfer"),
-    ("transfer-frozen", "supervision transfer, trunk frozen", "transfer-frozen", "transfer"),
     ("control", "transfer from an untrained teacher (control)", "transfer", "control"),
+]
+# (key, row label, detector init, trunk source, trunk frozen)
+METHODS: list[tuple[str, str, str, str | None, bool]] = [
+    *((key, label, init, source, False) for key, label, init, source in _INITS),
+    *((f"{key}-frozen", f"{label}, trunk frozen", init, source, True) for key, label, init, source in _INITS),
 ]
 
 
@@ -89,13 +95,14 @@ def run_compare(s: CompareSettings) -> dict[str, Any]:
     ckpts = {"rgb": s.rgb_run / "checkpoint.pt", "transfer": s.transfer, "control": s.control}
     test_split = DetectSettings(modality=s.modality, manifest=s.manifest, out=s.out).default_test_split()
     rows: dict[str, dict[str, Any]] = {}
-    for key, label, init, source in METHODS:
+    for key, label, init, source, frozen in METHODS:
         if source == "control" and s.control is None:
             continue
         runs = []
         for seed in s.seeds:
             kw = {"trunk_checkpoint": ckpts[source]} if source else {}
-            runs.append(_detect(s, s.out / f"{key}-seed{seed}", modality=s.modality, init=init, seed=seed, **kw))
+            runs.append(_detect(s, s.out / f"{key}-seed{seed}", modality=s.modality, init=init, seed=seed,
+                                freeze_trunk=frozen, **kw))
         rows[key] = {"label": label, "mAP": _stats([r["mAP"] for r in runs]), "runs": runs}
     rgb_dir = _rgb_alone(s, test_split)
     rgb = json.loads((rgb_dir / "summary.json").read_text())

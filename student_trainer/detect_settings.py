@@ -59,8 +59,11 @@ class DetectSettings(BaseSettings):
     manifest: Path = Field(description="manifest with labelled frames (HHA / flow images encoded)")
     out: Path = Field(description="run folder: checkpoint.pt, metrics.jsonl, config.json, eval.json, ...")
     init: Literal["random", "copy-rgb", "transfer", "transfer-frozen"] = Field(
-        "random", description="trunk initialisation: no init, RGB weights copied, a supervision-transfer student "
-        "(fine-tuned), or the student with its trunk frozen (fc layers only)")
+        "random", description="trunk initialisation: no init, RGB weights copied, a supervision-transfer student; "
+        "transfer-frozen is transfer with --freeze-trunk")
+    freeze_trunk: bool = Field(
+        False, description="train only the fc layers and the heads: the trunk keeps its init weights and BatchNorm "
+        "statistics (shows what the init alone carries)")
     trunk_checkpoint: Path | None = Field(
         None, description="student / teacher / detector checkpoint whose trunk initialises the detector "
         "(required unless --init random)")
@@ -130,6 +133,10 @@ class DetectSettings(BaseSettings):
 
     def default_test_split(self) -> str:
         return self.test_split or _TEST_SPLITS[self.modality]
+
+    @property
+    def trunk_frozen(self) -> bool:
+        return self.freeze_trunk or self.init == "transfer-frozen"
 
 
 class ProposalSettings(BaseSettings):

@@ -12,20 +12,24 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import google_crc32c
 import numpy as np
 
-from shared.errors import FrameNotFoundError
+from shared.errors import FrameIdError, FrameNotFoundError
 from shared.ids import validate_frame_id
 from teacher_server.errors import CorruptFeatureError, NotYetComputedError
 from teacher_server.storage import Blob, StaleBlobError, StoreObjects
 from teacher_server.store import Collection, FeatureStore
 
-__all__ = ["ChunkReader", "FrameChunk"]
+__all__ = ["FRAME_ERRORS", "ChunkReader", "FrameChunk", "FrameError"]
 
-_EMPTY = np.uint64(2**64 - 1)
+_EMPTY = 2**64 - 1  # offset and size of a row never written
+
+FrameError = FrameIdError | FrameNotFoundError | NotYetComputedError | CorruptFeatureError
+FRAME_ERRORS = (FrameIdError, FrameNotFoundError, NotYetComputedError, CorruptFeatureError)
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,7 @@ class FrameChunk:
 @dataclass
 class _Shard:
     blob: Blob
-    index: np.ndarray  # (shard_frames, 2) uint64: offset, nbytes
+    rows: list[list[int]]  # per row [offset, nbytes]: Python ints, cheaper per lookup than a numpy array
 
 
 class ChunkReader:
@@ -93,6 +97,12 @@ class ChunkReader:
                 total += int(self._done[id(col)].sum())
         return total
 
+    @property
+    def local(self) -> bool:
+        """True when every store is a local folder: a read is a few microseconds of ``pread``, cheap enough for the
+        server's event loop; reads from object storage are network calls and belong in a worker thread."""
+        return all(store.location.path is not None for store in self.stores)
+
     def read(self, frame_id: str) -> FrameChunk:
         """The frame's stored (compressed) chunk bytes.
 
@@ -100,34 +110,59 @@ class ChunkReader:
             FrameIdError: malformed id.  FrameNotFoundError: unknown id.
             NotYetComputedError: known but its shard is not done.  CorruptFeatureError: damaged bytes.
         """
+        return self._read(frame_id, {})
+
+    def read_many(self, frame_ids: Sequence[str]) -> list[FrameChunk | FrameError]:
+        """Chunks of many frames in order, each failure in its frame's place (the exception :meth:`read` would
+        raise). A shard is checked for replacement once per call, not once per frame."""
+        seen: dict[tuple[int, int], _Shard] = {}
+        out: list[FrameChunk | FrameError] = []
+        for fid in frame_ids:
+            try:
+                out.append(self._read(fid, seen))
+            except FRAME_ERRORS as e:
+                out.append(e)
+        return out
+
+    def _read(self, frame_id: str, seen: dict[tuple[int, int], _Shard]) -> FrameChunk:
         store, col, row = self.locate(frame_id)
         if not self.is_done(col, row):
             raise NotYetComputedError(f"frame {frame_id!r} is known but not computed yet (precompute is running?)")
         shard_no, j = divmod(row, col.shard_frames)
-        data = self._read_row(store, col, shard_no, j, frame_id)
+        data = self._read_row(store, col, shard_no, j, frame_id, seen)
         etag = f'"{store.teacher.weights_digest[:16]}-{google_crc32c.value(data):08x}"'
         return FrameChunk(frame_id, data, col.shape, etag)
 
-    def _read_row(self, store: FeatureStore, col: Collection, shard_no: int, j: int, frame_id: str) -> bytes:
+    def _read_row(self, store: FeatureStore, col: Collection, shard_no: int, j: int, frame_id: str,
+                  seen: dict[tuple[int, int], _Shard]) -> bytes:
         """Row ``j`` of a shard: one ranged read; again with a fresh index if the shard was just replaced."""
-        name = store.objects.describe(col.shard_key(shard_no))
+        key = (id(col), shard_no)
         for _ in range(2):
-            shard = self._shard(store, col, shard_no)
-            offset, nbytes = (int(v) for v in shard.index[j])
-            if shard.index[j, 0] == _EMPTY or offset + nbytes > shard.blob.size:
-                raise CorruptFeatureError(f"frame {frame_id!r}: shard {name} has no valid entry for row {j}")
+            shard = seen.get(key) or self._shard(store, col, shard_no)
+            seen[key] = shard
+            offset, nbytes = shard.rows[j]
+            if offset == _EMPTY or offset + nbytes > shard.blob.size:
+                raise CorruptFeatureError(f"frame {frame_id!r}: shard {self._name(store, col, shard_no)} has no "
+                                          f"valid entry for row {j}")
             try:
                 data = shard.blob.read(offset, nbytes)
             except StaleBlobError:
-                self._forget((id(col), shard_no), shard)
+                self._forget(key, shard)
+                del seen[key]
                 continue
             except FileNotFoundError:
-                raise CorruptFeatureError(f"shard {name} is marked done but missing") from None
+                raise CorruptFeatureError(f"shard {self._name(store, col, shard_no)} is marked done but missing") \
+                    from None
             if len(data) != nbytes:
-                raise CorruptFeatureError(f"frame {frame_id!r}: shard {name} is truncated ({len(data)} of {nbytes} "
-                                          "bytes)")
+                raise CorruptFeatureError(f"frame {frame_id!r}: shard {self._name(store, col, shard_no)} is "
+                                          f"truncated ({len(data)} of {nbytes} bytes)")
             return data
-        raise CorruptFeatureError(f"frame {frame_id!r}: shard {name} was replaced twice while being read")
+        raise CorruptFeatureError(f"frame {frame_id!r}: shard {self._name(store, col, shard_no)} was replaced twice "
+                                  "while being read")
+
+    @staticmethod
+    def _name(store: FeatureStore, col: Collection, shard_no: int) -> str:
+        return store.objects.describe(col.shard_key(shard_no))
 
     def _shard(self, store: FeatureStore, col: Collection, shard_no: int) -> _Shard:
         """The cached shard (index checked once), reopened when its version changed."""
@@ -178,4 +213,4 @@ def _open_shard(objects: StoreObjects, key: str, shard_frames: int) -> _Shard:
     if google_crc32c.value(tail[:-4]).to_bytes(4, "little") != tail[-4:]:
         blob.close()
         raise CorruptFeatureError(f"shard {describe(key)}: index checksum mismatch (truncated or overwritten file)")
-    return _Shard(blob=blob, index=np.frombuffer(tail[:-4], dtype="<u8").reshape(shard_frames, 2))
+    return _Shard(blob=blob, rows=np.frombuffer(tail[:-4], dtype="<u8").reshape(shard_frames, 2).tolist())

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 import numpy as np
 from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, Field, ValidationError
 
@@ -24,10 +26,12 @@ from shared.features import (
 )
 from teacher_server.deps import MetricsDep, ReaderDep, SettingsDep, require_token
 from teacher_server.errors import BatchTooLargeError, CorruptFeatureError, NotYetComputedError
-from teacher_server.reader import ChunkReader
+from teacher_server.reader import ChunkReader, FrameChunk, FrameError
 
 router = APIRouter(prefix="/features", tags=["features"], dependencies=[Depends(require_token)])
 
+A = TypeVar("A")
+R = TypeVar("R")
 CHUNK_MEDIA_TYPE = "application/octet-stream"
 _IMMUTABLE = "public, max-age=31536000, immutable"
 _DESCRIPTION_CHUNK = (
@@ -71,7 +75,7 @@ def _wants_npy(format: str | None, accept: str | None) -> bool:
     description=_DESCRIPTION_CHUNK,
     responses={200: {"content": {CHUNK_MEDIA_TYPE: {}, NPY_MEDIA_TYPE: {}}}, 304: {"description": "ETag matched"}},
 )
-def get_feature(
+async def get_feature(
     frame_id: str,
     reader: ReaderDep,
     metrics: MetricsDep,
@@ -80,7 +84,7 @@ def get_feature(
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """One frame's teacher pool5 map."""
-    chunk = reader.read(frame_id)
+    chunk = await _off_loop(reader, reader.read, frame_id)
     headers = {**_encoding_headers(reader, chunk.shape), "ETag": chunk.etag, "Cache-Control": _IMMUTABLE}
     if if_none_match is not None and chunk.etag in (t.strip() for t in if_none_match.split(",")):
         return Response(status_code=304, headers=headers)
@@ -114,15 +118,19 @@ _FRAME_ERRORS: dict[type[Exception], tuple[int, str]] = {
 }
 
 
-def _entry(reader: ChunkReader, frame_id: str, strict: bool) -> BatchEntry:
-    try:
-        chunk = reader.read(frame_id)
-    except tuple(_FRAME_ERRORS) as e:
-        if strict:
-            raise
-        status, code = next(v for t, v in _FRAME_ERRORS.items() if isinstance(e, t))
-        return BatchEntry(frame_id, status, code=code, message=str(e))
-    return BatchEntry(frame_id, 200, chunk.data, etag=chunk.etag, shape=chunk.shape)
+def _entry(frame_id: str, chunk: FrameChunk | FrameError, strict: bool) -> BatchEntry:
+    if isinstance(chunk, FrameChunk):
+        return BatchEntry(frame_id, 200, chunk.data, etag=chunk.etag, shape=chunk.shape)
+    if strict:
+        raise chunk
+    status, code = next(v for t, v in _FRAME_ERRORS.items() if isinstance(chunk, t))
+    return BatchEntry(frame_id, status, code=code, message=str(chunk))
+
+
+async def _off_loop(reader: ChunkReader, fn: Callable[[A], R], arg: A) -> R:
+    """Run a read on the event loop when it is a local ``pread`` (microseconds: a thread-pool hop costs more),
+    in a worker thread when it is a network call to object storage."""
+    return fn(arg) if reader.local else await run_in_threadpool(fn, arg)
 
 
 @router.post(
@@ -142,7 +150,8 @@ async def get_batch(request: Request, reader: ReaderDep, settings: SettingsDep, 
         raise BatchRequestError(e) from None
     if len(req.ids) > settings.max_batch:
         raise BatchTooLargeError(f"batch of {len(req.ids)} ids exceeds max_batch={settings.max_batch}")
-    entries = [_entry(reader, fid, req.strict) for fid in req.ids]
+    chunks = await _off_loop(reader, reader.read_many, req.ids)
+    entries = [_entry(fid, chunk, req.strict) for fid, chunk in zip(req.ids, chunks, strict=True)]
     metrics.frames.labels("/features/batch").inc(sum(e.status == 200 for e in entries))
     return Response(encode_batch(entries), media_type=BATCH_MEDIA_TYPE, headers=_encoding_headers(reader, None))
 

@@ -15,7 +15,8 @@ from shared.presets import preset
 from student_trainer import detect
 from student_trainer.checkpoint import load_checkpoint, save_checkpoint
 from student_trainer.cli import main
-from student_trainer.detect import ROI_OUTPUTS, RoIOutputs, evaluate_fused, run_detect
+from student_trainer.detect import build_detect, run_detect
+from student_trainer.detect_eval import ROI_OUTPUTS, RoIOutputs, evaluate_fused
 from student_trainer.detect_settings import DetectSettings
 from student_trainer.logs import read_metrics
 from student_trainer.proposals import load_proposals, save_proposals
@@ -119,6 +120,18 @@ def test_frozen_init_keeps_trunk_weights_and_bn_statistics(hha_frozen_run, stude
     assert student.keys() == detector.keys() and any("running_var" in k for k in student)
     assert all(torch.equal(student[k], detector[k]) for k in student)
     assert ckpt["init"]["init"] == "transfer-frozen" and ckpt["trunk"]["spec"]["width"] == 0.5
+
+
+@pytest.mark.parametrize("init", ["random", "copy-rgb"])
+def test_freeze_trunk_applies_to_every_init(synth_tiny, proposals, rgb_run, tmp_path, init):
+    kw = {"trunk_checkpoint": rgb_run[0] / "checkpoint.pt"} if init == "copy-rgb" else {}
+    settings = _settings(synth_tiny, tmp_path, proposals, modality="hha", init=init, freeze_trunk=True, **kw)
+    initial = build_detect(settings).model.trunk.state_dict()  # same seed: the weights the run starts from
+    summary = run_detect(settings)
+    trained = load_checkpoint(tmp_path / "checkpoint.pt")["model"]
+    assert summary["trunk_frozen"] and all(torch.equal(v, trained[f"trunk.{k}"]) for k, v in initial.items())
+    heads = [k for k in trained if k.startswith("fc6")]
+    assert heads and not torch.equal(trained[heads[0]], build_detect(settings).model.state_dict()[heads[0]])
 
 
 def test_fused_evaluation(rgb_run, hha_frozen_run, synth_tiny):

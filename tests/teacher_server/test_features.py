@@ -11,7 +11,7 @@ import pytest
 
 from shared.client import FeatureServiceError, TeacherClient
 from shared.errors import FrameIdError, FrameNotFoundError
-from shared.features import BATCH_MEDIA_TYPE, decode_batch, decode_chunk, encoding
+from shared.features import BATCH_MEDIA_TYPE, decode_batch, decode_chunk, encode_chunk, encoding
 from teacher_server.app import create_app
 from teacher_server.precompute import WorkerSlot, precompute
 from teacher_server.reader import ChunkReader
@@ -78,6 +78,24 @@ def test_batch_equals_singles_and_reports_per_frame_status(served, reference):
             np.testing.assert_array_equal(batch[i], ref)
         with pytest.raises(FrameNotFoundError, match=r"nope\.1"):
             c.get_many(["tiny.0001", "nope.1"])
+
+
+def test_get_many_keeps_order_and_repeats_and_uses_its_cache(served, reference, tmp_path):
+    ids = ["tiny.0005", "tiny.0001", "tiny.0005", "tiny.0030", "tiny.0001"]
+    expected = np.stack([reference[f] for f in ids])
+    with TeacherClient(served, cache_dir=tmp_path) as c:
+        np.testing.assert_array_equal(c.get_many(ids), expected)
+        assert len(list(tmp_path.rglob("*.chunk"))) == 3  # one entry per distinct frame
+        # Entries are read from disk: a planted (valid) entry of zeros comes back in both places of that frame.
+        entry = c._cache_path("tiny.0005")
+        head = entry.read_bytes()[: 1 + 4 * 3]
+        entry.write_bytes(head + encode_chunk(np.zeros_like(reference["tiny.0005"]), encoding("f32-zstd1")))
+        got = c.get_many(ids)
+        assert not got[0].any() and not got[2].any()
+        np.testing.assert_array_equal(got[[1, 3, 4]], expected[[1, 3, 4]])
+        entry.write_bytes(head + b"garbage")  # a damaged entry is refetched, never trusted
+        np.testing.assert_array_equal(c.get_many(ids), expected)
+        np.testing.assert_array_equal(c.get("tiny.0005"), reference["tiny.0005"])
 
 
 def test_strict_batch_fails_whole_request(served):
