@@ -26,6 +26,43 @@ def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}"
 
 
+class MemoryTargets:
+    """Every teacher map of one collection in RAM, with the ``get_many`` of ``TeacherClient`` (no service)."""
+
+    def __init__(self, store: Path, dataset: str) -> None:
+        from teacher_server.store import FeatureStore
+
+        col = FeatureStore.open(store).collections[dataset]
+        self.maps = dict(zip(col.ids, col.read(slice(None)), strict=True))
+
+    def get_many(self, ids: list[str]) -> np.ndarray:
+        return np.stack([self.maps[i] for i in ids])
+
+
+def cpu_seconds_of_descendants() -> dict[str, float]:
+    """CPU seconds (user + system) used so far by this process's descendants, summed per role (replica, nginx).
+
+    CPU time per frame is what sizes a deployment; on a shared machine it moves far less than wall-clock rates.
+    """
+    parent, cpu, role = {}, {}, {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            pid = int(stat.parent.name)
+            parent[pid], cpu[pid] = int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            cmd = (stat.parent / "cmdline").read_bytes()
+            role[pid] = "replica" if b"teacher_server.cli" in cmd else "nginx" if b"nginx" in cmd else "other"
+    mine, frontier = set(), {os.getpid()}
+    while frontier:
+        frontier = {pid for pid, ppid in parent.items() if ppid in frontier} - mine
+        mine |= frontier
+    totals = {"replica": 0.0, "nginx": 0.0}
+    for pid in mine:
+        if role[pid] in totals:
+            totals[role[pid]] += cpu[pid]
+    return totals
+
+
 def percentiles(seconds: list[float]) -> dict[str, float]:
     a = np.asarray(seconds) * 1000
     return {f"p{q}_ms": float(np.percentile(a, q)) for q in (50, 95, 99)}

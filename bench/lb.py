@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.common import REPO, machine, served
+from bench.common import REPO, cpu_seconds_of_descendants, machine, served
 from bench.serve import http_batch
 from shared.procs import free_port
 from teacher_server.nginx_lb import NginxLbSettings, find_nginx, start_nginx
@@ -48,37 +47,13 @@ def load_balancer(replica_urls: list[str], nginx: str) -> Iterator[str]:
             proc.wait(10)
 
 
-def _cpu_seconds_of_descendants() -> dict[str, float]:
-    """CPU seconds (user + system) used so far by this process's descendants, summed per role (replica, nginx).
-
-    CPU time per frame is what sizes a deployment; on a shared machine it moves far less than wall-clock rates.
-    """
-    parent, cpu, role = {}, {}, {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            pid = int(stat.parent.name)
-            parent[pid], cpu[pid] = int(fields[1]), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-            cmd = (stat.parent / "cmdline").read_bytes()
-            role[pid] = "replica" if b"teacher_server.cli" in cmd else "nginx" if b"nginx" in cmd else "other"
-    mine, frontier = set(), {os.getpid()}
-    while frontier:
-        frontier = {pid for pid, ppid in parent.items() if ppid in frontier} - mine
-        mine |= frontier
-    totals = {"replica": 0.0, "nginx": 0.0}
-    for pid in mine:
-        if role[pid] in totals:
-            totals[role[pid]] += cpu[pid]
-    return totals
-
-
-def concurrent_batches(url: str, ids: list[str], clients: int, rounds: int, batch: int) -> dict:
+def concurrent_batches(url: str, ids: list[str], clients: int, rounds: int, batch: int, frame_bytes: float) -> dict:
     """``clients`` processes each reading every frame ``rounds`` times in batches; rates summed over clients,
     plus the CPU time the replicas and nginx spent per frame."""
-    before = _cpu_seconds_of_descendants()
+    before = cpu_seconds_of_descendants()
     with ProcessPoolExecutor(clients) as pool:
-        runs = list(pool.map(http_batch, [url] * clients, [ids] * clients, [rounds] * clients, [batch] * clients))
-    after = _cpu_seconds_of_descendants()
+        runs = list(pool.map(http_batch, *([v] * clients for v in (url, ids, rounds, batch, 1, frame_bytes))))
+    after = cpu_seconds_of_descendants()
     frames = clients * rounds * (len(ids) // batch) * batch
     fps = sum(r["frames_per_s"] for r in runs)
     mbs = sum(r["MB_per_s"] for r in runs)
@@ -104,6 +79,8 @@ def main() -> None:
     if nginx is None:
         raise SystemExit("nginx is not installed (Debian: apt-get install nginx-light)")
     col = next(iter(FeatureStore.open(args.store).collections.values()))
+    summary = col.summary()
+    frame_bytes = summary["stored_bytes"] / summary["frames_done"]
     ids = col.ids[: args.frames]
     run = {"clients": args.clients, "rounds": args.rounds, "batch": args.batch, "repeats": args.repeats}
     results = {"machine": machine(), "store": str(args.store), "frames": len(ids), "map_shape": list(col.shape), **run}
@@ -116,7 +93,7 @@ def main() -> None:
         for _ in range(args.repeats):  # interleaved, so a change in the machine's load hits every path alike
             for name, url in paths.items():
                 samples.setdefault(name, []).append(
-                    concurrent_batches(url, ids, args.clients, args.rounds, args.batch))
+                    concurrent_batches(url, ids, args.clients, args.rounds, args.batch, frame_bytes))
     results["paths"] = {name: sorted(runs, key=lambda r: r["frames_per_s"])[len(runs) // 2]
                         for name, runs in samples.items()}  # the median run by frames/s
     results["samples"] = samples

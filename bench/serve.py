@@ -8,6 +8,7 @@ Prints Markdown tables (paste into BENCHMARKS.md) and writes bench/results/serve
 from __future__ import annotations
 
 import argparse
+import functools
 import http.client
 import json
 import tempfile
@@ -19,9 +20,9 @@ from pathlib import Path
 import numcodecs
 import numpy as np
 
-from bench.common import REPO, machine, percentiles, served
+from bench.common import REPO, cpu_seconds_of_descendants, machine, percentiles, served
 from shared.client import TeacherClient
-from shared.features import decode_chunk, encoding
+from shared.features import FeatureEncoding, decode_chunk, encoding
 from shared.nets.teachers import load_teacher
 from teacher_server.precompute import precompute
 from teacher_server.reader import ChunkReader
@@ -54,22 +55,16 @@ def codec_table(feats: np.ndarray) -> list[dict]:
     return rows
 
 
-def in_process(store_path: Path, ids: list[str], rounds: int) -> dict:
+def in_process(reader: ChunkReader, enc: FeatureEncoding, ids: list[str]) -> dict:
     """Ceiling: the server's own read path (pread with cached shard index) plus the client's decode."""
-    store = FeatureStore.open(store_path)
-    reader = ChunkReader([store])
-    enc = store.encoding
     t = time.perf_counter()
-    n = nbytes = 0
-    for _ in range(rounds):
-        for fid in ids:
-            c = reader.read(fid)
-            decode_chunk(c.data, c.shape, enc)
-            n += 1
-            nbytes += len(c.data)
+    nbytes = 0
+    for fid in ids:
+        c = reader.read(fid)
+        decode_chunk(c.data, c.shape, enc)
+        nbytes += len(c.data)
     dt = time.perf_counter() - t
-    reader.close()
-    return {"frames_per_s": n / dt, "bytes_per_frame": nbytes / n}
+    return {"frames_per_s": len(ids) / dt, "bytes_per_frame": nbytes / len(ids)}
 
 
 def http_single(url: str, ids: list[str], rounds: int) -> dict:
@@ -144,7 +139,8 @@ def main() -> None:
     p.add_argument("--manifest", type=Path, required=True)
     p.add_argument("--teacher", type=str, required=True, help="checkpoint path, or 'alexnet'/'vgg16' (random)")
     p.add_argument("--frames", type=int, default=1000, help="frames to precompute and read")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds over every path (medians reported)")
+    p.add_argument("--single-frames", type=int, default=500, help="frames fetched one GET at a time per round")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "serve.json")
     args = p.parse_args()
@@ -162,24 +158,43 @@ def main() -> None:
         t = time.perf_counter()
         summary = precompute(store, [sub], teacher, encoding("f32-zstd1"), progress=False)
         pre_s = time.perf_counter() - t
-        col = FeatureStore.open(store).collections[m.header.dataset]
+        opened = FeatureStore.open(store)
+        col = opened.collections[m.header.dataset]
         feats = col.read(slice(None))
         ids = col.ids
         results = {
             "machine": machine(), "teacher": teacher.identity.short_id(), "frames": len(ids),
             "map_shape": list(col.shape), "precompute_frames_per_s": summary.frames_computed / pre_s,
             "zero_fraction": float((feats == 0).mean()), "codecs": codec_table(feats),
-            "in_process": in_process(store, ids, args.rounds),
         }
+        reader, enc = ChunkReader([opened]), opened.encoding
+        frame_bytes = in_process(reader, enc, ids)["bytes_per_frame"]
         with served(store) as url:
-            results["http_single"] = http_single(url, ids, args.rounds)
-            results["stdlib_single"] = stdlib_single(url, ids, args.rounds)
-            for n in (1, 2):
-                results[f"http_batch_{n}"] = http_batch(url, ids, args.rounds, args.batch, n,
-                                                         results["in_process"]["bytes_per_frame"])
+            paths = {
+                "in_process": lambda: in_process(reader, enc, ids),
+                "http_single": lambda: http_single(url, ids[: args.single_frames], 1),
+                "stdlib_single": lambda: stdlib_single(url, ids[: args.single_frames], 1),
+                **{f"http_batch_{n}": functools.partial(http_batch, url, ids, 1, args.batch, n, frame_bytes)
+                   for n in (1, 2)},
+            }
+            # Interleaved rounds: this VM's speed drifts by up to 2x over minutes, so every path is measured in
+            # every round and each ratio is taken within a round (median over rounds reported).
+            per_round: dict[str, list[dict]] = {k: [] for k in paths}
+            for _ in range(args.rounds):
+                for key, fn in paths.items():
+                    before = cpu_seconds_of_descendants()["replica"]
+                    run = fn()
+                    if key.startswith("http_batch"):  # the server's CPU per frame sizes a deployment
+                        used = cpu_seconds_of_descendants()["replica"] - before
+                        run["server_cpu_us_per_frame"] = used / (len(ids) // args.batch * args.batch) * 1e6
+                    per_round[key].append(run)
+        reader.close()
+    for key, runs in per_round.items():
+        results[key] = {m: float(np.median([r[m] for r in runs])) for m in runs[0] if isinstance(runs[0][m], float)}
+        ratios = [r["frames_per_s"] / c["frames_per_s"] for r, c in zip(runs, per_round["in_process"], strict=True)]
+        results[key].update(vs_ceiling=float(np.median(ratios)), vs_ceiling_range=[min(ratios), max(ratios)],
+                            rounds=runs)
     ceiling = results["in_process"]["frames_per_s"]
-    for n in (1, 2):
-        results[f"http_batch_{n}"]["vs_ceiling"] = results[f"http_batch_{n}"]["frames_per_s"] / ceiling
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"Machine: {results['machine']}; teacher {results['teacher']}; {len(ids)} frames of {col.shape}, "
@@ -190,16 +205,19 @@ def main() -> None:
         print(f"| {r['encoding']} | {r['ratio']:.2f}x | {r['max_rel_error']:.1e} | {r['mean_abs_error']:.1e} | "
               f"{r['encode+decode_us']:.0f} |")
     s, sl = results["http_single"], results["stdlib_single"]
-    print("\n| path | frames/s | MB/s | p50 ms | p99 ms | vs ceiling |\n|---|---|---|---|---|---|")
-    print(f"| in-process pread + decode (ceiling) | {ceiling:.0f} | | | | 1.00 |")
+    print("\n| path | frames/s | MB/s | p50 ms | p99 ms | vs ceiling (range over rounds) | server CPU µs/frame |\n"
+          "|---|---|---|---|---|---|---|")
+    print(f"| in-process pread + decode (ceiling) | {ceiling:.0f} | | | | 1.00 | |")
     print(f"| single GET, `TeacherClient.get` (httpx) | {s['frames_per_s']:.0f} | | {s['p50_ms']:.2f} | "
-          f"{s['p99_ms']:.2f} | {s['frames_per_s'] / ceiling:.2f} |")
+          f"{s['p99_ms']:.2f} | {s['vs_ceiling']:.2f} | |")
     print(f"| single GET, stdlib http.client | {sl['frames_per_s']:.0f} | {sl['MB_per_s']:.1f} | "
-          f"{sl['p50_ms']:.2f} | {sl['p99_ms']:.2f} | {sl['frames_per_s'] / ceiling:.2f} |")
+          f"{sl['p50_ms']:.2f} | {sl['p99_ms']:.2f} | {sl['vs_ceiling']:.2f} | |")
     for n in (1, 2):
         b = results[f"http_batch_{n}"]
-        print(f"| batch of {b['batch']}, `TeacherClient.get_many`, {n} in flight | {b['frames_per_s']:.0f} | "
-              f"{b['MB_per_s']:.1f} | {b['p50_ms']:.2f} | {b['p99_ms']:.2f} | {b['vs_ceiling']:.2f} |")
+        lo, hi = b["vs_ceiling_range"]
+        print(f"| batch of {args.batch}, `TeacherClient.get_many`, {n} in flight | {b['frames_per_s']:.0f} | "
+              f"{b['MB_per_s']:.1f} | {b['p50_ms']:.2f} | {b['p99_ms']:.2f} | {b['vs_ceiling']:.2f} "
+              f"({lo:.2f}–{hi:.2f}) | {b['server_cpu_us_per_frame']:.0f} |")
 
 
 if __name__ == "__main__":
