@@ -6,7 +6,7 @@ import httpx
 import numpy as np
 
 from shared.client import TeacherClient
-from shared.features import encoding
+from shared.features import decode_batch, encoding
 from teacher_server.app import create_app
 from teacher_server.precompute import precompute
 from teacher_server.settings import ServeSettings
@@ -43,6 +43,13 @@ def test_corrupt_and_truncated_shards_are_isolated_found_and_repaired(tmp_path, 
         assert "truncated" in r.json()["error"]["message"]
         assert httpx.get(f"{url}/features/tiny.0001").status_code == 200  # other shards keep serving
         assert httpx.get(f"{url}/features/tiny.0030").status_code == 200
+        # In a batch the damaged frames get their own status; the rest of the batch is served.
+        batch = decode_batch(httpx.post(f"{url}/features/batch", json={"ids": ["tiny.0001", "tiny.0009",
+                                                                           "tiny.0030", "tiny.0010"]}).content)
+        assert [(e.status, e.code) for e in batch] == [(200, None), (500, "corrupt_feature"), (200, None),
+                                                       (500, "corrupt_feature")]
+        strict = httpx.post(f"{url}/features/batch", json={"ids": ["tiny.0001", "tiny.0009"], "strict": True})
+        assert strict.status_code == 500 and strict.json()["error"]["code"] == "corrupt_feature"
 
     summary = precompute(store, [dataset], teacher, encoding("f32-zstd1"), shard_frames=SHARD, loader_workers=0,
                          repair=True, progress=False)
