@@ -6,7 +6,8 @@ backoff across server restarts, and an optional on-disk cache of the stored chun
 
 Requests go straight to httpx's transport (``httpx.HTTPTransport``: the connection pool) rather than through
 ``httpx.Client``: the client layer's cookies, auth flows, redirects and URL merging cost ~0.6 ms per request on
-the 2-core dev machine, a third of a single-frame fetch, and this client needs none of them.
+the 2-core dev machine, a third of a single-frame fetch, and this client needs none of them. (Nor does it read
+proxy settings from the environment: the teacher service is reached directly.)
 """
 
 from __future__ import annotations
