@@ -14,7 +14,7 @@ import json
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
 import numcodecs
@@ -134,6 +134,31 @@ def http_batch(url: str, ids: list[str], rounds: int, batch: int, in_flight: int
             "in_flight": in_flight, **percentiles(lat)}
 
 
+_WORKER_CLIENT: TeacherClient | None = None
+
+
+def _worker_client(url: str) -> None:
+    global _WORKER_CLIENT
+    _WORKER_CLIENT = TeacherClient(url)
+    _WORKER_CLIENT.info()
+
+
+def _worker_fetch(part: list[str]) -> int:
+    assert _WORKER_CLIENT is not None
+    _WORKER_CLIENT.get_many(part)
+    return len(part)
+
+
+def http_batch_processes(pool: ProcessPoolExecutor, ids: list[str], batch: int, frame_bytes: float) -> dict:
+    """``get_many`` from a pool of client processes (one client each), as the trainer's DataLoader workers
+    fetch: decode runs in parallel instead of under one GIL."""
+    parts = [ids[i : i + batch] for i in range(0, len(ids) - batch + 1, batch)]
+    t = time.perf_counter()
+    frames = sum(pool.map(_worker_fetch, parts))
+    dt = time.perf_counter() - t
+    return {"frames_per_s": frames / dt, "MB_per_s": frames * frame_bytes / dt / 1e6}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--manifest", type=Path, required=True)
@@ -169,13 +194,15 @@ def main() -> None:
         }
         reader, enc = ChunkReader([opened]), opened.encoding
         frame_bytes = in_process(reader, enc, ids)["bytes_per_frame"]
-        with served(store) as url:
+        with served(store) as url, ProcessPoolExecutor(2, initializer=_worker_client, initargs=(url,)) as pool:
+            list(pool.map(_worker_fetch, [ids[: args.batch]] * 2))  # start and connect both workers
             paths = {
                 "in_process": lambda: in_process(reader, enc, ids),
                 "http_single": lambda: http_single(url, ids[: args.single_frames], 1),
                 "stdlib_single": lambda: stdlib_single(url, ids[: args.single_frames], 1),
                 **{f"http_batch_{n}": functools.partial(http_batch, url, ids, 1, args.batch, n, frame_bytes)
                    for n in (1, 2)},
+                "http_batch_procs": functools.partial(http_batch_processes, pool, ids, args.batch, frame_bytes),
             }
             # Interleaved rounds: this VM's speed drifts by up to 2x over minutes, so every path is measured in
             # every round and each ratio is taken within a round (median over rounds reported).
@@ -184,7 +211,7 @@ def main() -> None:
                 for key, fn in paths.items():
                     before = cpu_seconds_of_descendants()["replica"]
                     run = fn()
-                    if key.startswith("http_batch"):  # the server's CPU per frame sizes a deployment
+                    if key.startswith("http_batch_"):  # the server's CPU per frame sizes a deployment
                         used = cpu_seconds_of_descendants()["replica"] - before
                         run["server_cpu_us_per_frame"] = used / (len(ids) // args.batch * args.batch) * 1e6
                     per_round[key].append(run)
@@ -218,6 +245,10 @@ def main() -> None:
         print(f"| batch of {args.batch}, `TeacherClient.get_many`, {n} in flight | {b['frames_per_s']:.0f} | "
               f"{b['MB_per_s']:.1f} | {b['p50_ms']:.2f} | {b['p99_ms']:.2f} | {b['vs_ceiling']:.2f} "
               f"({lo:.2f}–{hi:.2f}) | {b['server_cpu_us_per_frame']:.0f} |")
+    b = results["http_batch_procs"]
+    lo, hi = b["vs_ceiling_range"]
+    print(f"| batch of {args.batch}, `TeacherClient.get_many`, 2 client processes | {b['frames_per_s']:.0f} | "
+          f"{b['MB_per_s']:.1f} | | | {b['vs_ceiling']:.2f} ({lo:.2f}–{hi:.2f}) | {b['server_cpu_us_per_frame']:.0f} |")
 
 
 if __name__ == "__main__":
