@@ -67,22 +67,21 @@ def in_process(reader: ChunkReader, enc: FeatureEncoding, ids: list[str]) -> dic
     return {"frames_per_s": len(ids) / dt, "bytes_per_frame": nbytes / len(ids)}
 
 
-def http_single(url: str, ids: list[str], rounds: int) -> dict:
+def http_single(url: str, ids: list[str]) -> dict:
     """``TeacherClient.get`` per frame (one GET, decode included): the latency a user of the client sees."""
     lat = []
     with TeacherClient(url) as c:
         c.get(ids[0])
         t0 = time.perf_counter()
-        for _ in range(rounds):
-            for fid in ids:
-                t = time.perf_counter()
-                c.get(fid)
-                lat.append(time.perf_counter() - t)
+        for fid in ids:
+            t = time.perf_counter()
+            c.get(fid)
+            lat.append(time.perf_counter() - t)
         dt = time.perf_counter() - t0
     return {"frames_per_s": len(lat) / dt, **percentiles(lat)}
 
 
-def stdlib_single(url: str, ids: list[str], rounds: int) -> dict:
+def stdlib_single(url: str, ids: list[str]) -> dict:
     """Single GETs through the standard library's http.client (keep-alive), decode included: the service's own
     latency with the leanest Python client, to tell the server's share from httpx's."""
     host, port = url.removeprefix("http://").split(":")
@@ -91,15 +90,14 @@ def stdlib_single(url: str, ids: list[str], rounds: int) -> dict:
         enc = c.encoding
     lat, nbytes = [], 0
     t0 = time.perf_counter()
-    for _ in range(rounds):
-        for fid in ids:
-            t = time.perf_counter()
-            conn.request("GET", f"/features/{fid}")
-            r = conn.getresponse()
-            body = r.read()
-            decode_chunk(body, tuple(int(v) for v in r.getheader("x-feature-shape").split(",")), enc)
-            lat.append(time.perf_counter() - t)
-            nbytes += len(body)
+    for fid in ids:
+        t = time.perf_counter()
+        conn.request("GET", f"/features/{fid}")
+        r = conn.getresponse()
+        body = r.read()
+        decode_chunk(body, tuple(int(v) for v in r.getheader("x-feature-shape").split(",")), enc)
+        lat.append(time.perf_counter() - t)
+        nbytes += len(body)
     dt = time.perf_counter() - t0
     conn.close()
     return {"frames_per_s": len(lat) / dt, "MB_per_s": nbytes / dt / 1e6, **percentiles(lat)}
@@ -198,8 +196,8 @@ def main() -> None:
             list(pool.map(_worker_fetch, [ids[: args.batch]] * 2))  # start and connect both workers
             paths = {
                 "in_process": lambda: in_process(reader, enc, ids),
-                "http_single": lambda: http_single(url, ids[: args.single_frames], 1),
-                "stdlib_single": lambda: stdlib_single(url, ids[: args.single_frames], 1),
+                "http_single": lambda: http_single(url, ids[: args.single_frames]),
+                "stdlib_single": lambda: stdlib_single(url, ids[: args.single_frames]),
                 **{f"http_batch_{n}": functools.partial(http_batch, url, ids, 1, args.batch, n, frame_bytes)
                    for n in (1, 2)},
                 "http_batch_procs": functools.partial(http_batch_processes, pool, ids, args.batch, frame_bytes),

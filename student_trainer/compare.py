@@ -4,8 +4,8 @@ For one modality (HHA or flow) and each seed, trains and evaluates Fast R-CNN de
 no init, copy from RGB, supervision transfer and — the control — supervision transfer from an untrained
 (random-weight) teacher, each once fine-tuned and once with the trunk frozen (only the fc layers learn: what the
 init alone carries); plus RGB alone and the late fusion of RGB with the supervision-transfer detector, all on
-the same test split and proposals. Every run is resumable
-(a finished run is only re-read), so rerunning the command continues where it stopped.
+the same test split and proposals. Every run is resumable (a finished run is only re-read), so rerunning the
+command continues where it stopped.
 """
 
 from __future__ import annotations
