@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import argparse
 import functools
-import http.client
 import json
+import random
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import numcodecs
 import numpy as np
 
 from bench.common import REPO, cpu_seconds_of_descendants, machine, percentiles, served
 from shared.client import TeacherClient
-from shared.features import FeatureEncoding, decode_chunk, encoding
+from shared.features import BATCH_MEDIA_TYPE, FeatureEncoding, decode_batch, decode_chunk, encoding
 from shared.nets.teachers import load_teacher
 from teacher_server.precompute import precompute
 from teacher_server.reader import ChunkReader
@@ -55,16 +57,21 @@ def codec_table(feats: np.ndarray) -> list[dict]:
     return rows
 
 
-def in_process(reader: ChunkReader, enc: FeatureEncoding, ids: list[str]) -> dict:
-    """Ceiling: the server's own read path (pread with cached shard index) plus the client's decode."""
+def in_process(reader: ChunkReader, enc: FeatureEncoding, ids: list[str], batch: int) -> dict:
+    """Ceiling: what ``get_many`` does without HTTP — the server's own read path (pread with cached shard index),
+    then each map decoded into its row of a fresh (batch, C, H, W) array, batch after batch."""
+    parts = [ids[i : i + batch] for i in range(0, len(ids) - batch + 1, batch)]
     t = time.perf_counter()
     nbytes = 0
-    for fid in ids:
-        c = reader.read(fid)
-        decode_chunk(c.data, c.shape, enc)
-        nbytes += len(c.data)
+    for part in parts:
+        out = np.empty((len(part), *reader.locate(part[0])[1].shape), dtype=np.float32)
+        for k, fid in enumerate(part):
+            c = reader.read(fid)
+            decode_chunk(c.data, c.shape, enc, out=out[k])
+            nbytes += len(c.data)
     dt = time.perf_counter() - t
-    return {"frames_per_s": len(ids) / dt, "bytes_per_frame": nbytes / len(ids)}
+    frames = sum(len(p) for p in parts)
+    return {"frames_per_s": frames / dt, "bytes_per_frame": nbytes / frames}
 
 
 def http_single(url: str, ids: list[str]) -> dict:
@@ -81,39 +88,46 @@ def http_single(url: str, ids: list[str]) -> dict:
     return {"frames_per_s": len(lat) / dt, **percentiles(lat)}
 
 
-def stdlib_single(url: str, ids: list[str]) -> dict:
-    """Single GETs through the standard library's http.client (keep-alive), decode included: the service's own
-    latency with the leanest Python client, to tell the server's share from httpx's."""
-    host, port = url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port))
-    with TeacherClient(url) as c:
-        enc = c.encoding
-    lat, nbytes = [], 0
-    t0 = time.perf_counter()
-    for fid in ids:
-        t = time.perf_counter()
-        conn.request("GET", f"/features/{fid}")
-        r = conn.getresponse()
-        body = r.read()
-        decode_chunk(body, tuple(int(v) for v in r.getheader("x-feature-shape").split(",")), enc)
-        lat.append(time.perf_counter() - t)
-        nbytes += len(body)
-    dt = time.perf_counter() - t0
-    conn.close()
-    return {"frames_per_s": len(lat) / dt, "MB_per_s": nbytes / dt / 1e6, **percentiles(lat)}
+class HttpxBatches:
+    """``get_many``'s batch requests, framing and decode through httpx's transport (``httpx.HTTPTransport`` with
+    the same timeouts), which ``TeacherClient`` used before ``http.client``: the side-by-side case for the switch."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.transport = url, httpx.HTTPTransport()
+        self.timeout = httpx.Timeout(30.0).as_dict()
+        with TeacherClient(url) as c:
+            self.enc = c.encoding
+
+    def info(self) -> None:
+        return None
+
+    def get_many(self, ids: list[str]) -> np.ndarray:
+        resp = self.transport.handle_request(httpx.Request(
+            "POST", f"{self.url}/features/batch", headers={"Accept": BATCH_MEDIA_TYPE},
+            json={"ids": ids, "strict": False}, extensions={"timeout": self.timeout}))
+        resp.read()
+        entries = decode_batch(resp.content)
+        out = np.empty((len(ids), *(entries[0].shape or ())), dtype=np.float32)
+        for k, entry in enumerate(entries):
+            decode_chunk(entry.data, entry.shape or (), self.enc, out=out[k])
+        return out
+
+    def close(self) -> None:
+        self.transport.close()
 
 
-def http_batch(url: str, ids: list[str], rounds: int, batch: int, in_flight: int, frame_bytes: float) -> dict:
-    """``TeacherClient.get_many`` over consecutive batches (decode included), ``in_flight`` requests at a time:
-    one client per thread, as the trainer has one per DataLoader worker, so the server prepares the next batch
-    while this process decodes the last one."""
-    parts = [ids[i : i + batch] for _ in range(rounds) for i in range(0, len(ids) - batch + 1, batch)]
+def http_batch(url: str, ids: list[str], batch: int, in_flight: int, frame_bytes: float,
+               make_client: Callable[[str], TeacherClient | HttpxBatches] = TeacherClient) -> dict:
+    """``get_many`` over consecutive batches (decode included), ``in_flight`` requests at a time: one client per
+    thread, as the trainer has one per DataLoader worker, so the server prepares the next batch while this
+    process decodes the last one."""
+    parts = [ids[i : i + batch] for i in range(0, len(ids) - batch + 1, batch)]
     local = threading.local()
-    clients: list[TeacherClient] = []
+    clients: list[TeacherClient | HttpxBatches] = []
 
     def fetch(part: list[str]) -> float:
         if not hasattr(local, "client"):
-            local.client = TeacherClient(url)
+            local.client = make_client(url)
             local.client.info()
             clients.append(local.client)
         t = time.perf_counter()
@@ -122,14 +136,14 @@ def http_batch(url: str, ids: list[str], rounds: int, batch: int, in_flight: int
 
     with ThreadPoolExecutor(in_flight) as pool:
         list(pool.map(fetch, parts[:in_flight]))  # connect and read /info outside the timing
-        t0 = time.perf_counter()
+        cpu0, t0 = time.process_time(), time.perf_counter()
         lat = list(pool.map(fetch, parts))
-        dt = time.perf_counter() - t0
+        dt, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     for c in clients:
         c.close()
     frames = sum(len(p) for p in parts)
     return {"frames_per_s": frames / dt, "MB_per_s": frames * frame_bytes / dt / 1e6, "batch": batch,
-            "in_flight": in_flight, **percentiles(lat)}
+            "in_flight": in_flight, "client_cpu_us_per_frame": cpu / frames * 1e6, **percentiles(lat)}
 
 
 _WORKER_CLIENT: TeacherClient | None = None
@@ -184,23 +198,24 @@ def main() -> None:
         opened = FeatureStore.open(store)
         col = opened.collections[m.header.dataset]
         feats = col.read(slice(None))
-        ids = col.ids
+        ids = random.Random(0).sample(col.ids, len(col.ids))  # trainers draw batches of random frames
         results = {
             "machine": machine(), "teacher": teacher.identity.short_id(), "frames": len(ids),
             "map_shape": list(col.shape), "precompute_frames_per_s": summary.frames_computed / pre_s,
             "zero_fraction": float((feats == 0).mean()), "codecs": codec_table(feats),
         }
         reader, enc = ChunkReader([opened]), opened.encoding
-        frame_bytes = in_process(reader, enc, ids)["bytes_per_frame"]
+        frame_bytes = in_process(reader, enc, ids, args.batch)["bytes_per_frame"]
         with served(store) as url, ProcessPoolExecutor(2, initializer=_worker_client, initargs=(url,)) as pool:
             list(pool.map(_worker_fetch, [ids[: args.batch]] * 2))  # start and connect both workers
             paths = {
-                "in_process": lambda: in_process(reader, enc, ids),
+                "in_process": lambda: in_process(reader, enc, ids, args.batch),
                 "http_single": lambda: http_single(url, ids[: args.single_frames]),
-                "stdlib_single": lambda: stdlib_single(url, ids[: args.single_frames]),
-                **{f"http_batch_{n}": functools.partial(http_batch, url, ids, 1, args.batch, n, frame_bytes)
+                **{f"http_batch_{n}": functools.partial(http_batch, url, ids, args.batch, n, frame_bytes)
                    for n in (1, 2)},
                 "http_batch_procs": functools.partial(http_batch_processes, pool, ids, args.batch, frame_bytes),
+                **{f"httpx_batch_{n}": functools.partial(http_batch, url, ids, args.batch, n, frame_bytes,
+                                                         HttpxBatches) for n in (1, 2)},
             }
             # Interleaved rounds: this VM's speed drifts by up to 2x over minutes, so every path is measured in
             # every round and each ratio is taken within a round (median over rounds reported).
@@ -209,7 +224,7 @@ def main() -> None:
                 for key, fn in paths.items():
                     before = cpu_seconds_of_descendants()["replica"]
                     run = fn()
-                    if key.startswith("http_batch_"):  # the server's CPU per frame sizes a deployment
+                    if "batch" in key:  # the server's CPU per frame sizes a deployment
                         used = cpu_seconds_of_descendants()["replica"] - before
                         run["server_cpu_us_per_frame"] = used / (len(ids) // args.batch * args.batch) * 1e6
                     per_round[key].append(run)
@@ -219,7 +234,6 @@ def main() -> None:
         ratios = [r["frames_per_s"] / c["frames_per_s"] for r, c in zip(runs, per_round["in_process"], strict=True)]
         results[key].update(vs_ceiling=float(np.median(ratios)), vs_ceiling_range=[min(ratios), max(ratios)],
                             rounds=runs)
-    ceiling = results["in_process"]["frames_per_s"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"Machine: {results['machine']}; teacher {results['teacher']}; {len(ids)} frames of {col.shape}, "
@@ -229,25 +243,25 @@ def main() -> None:
     for r in results["codecs"]:
         print(f"| {r['encoding']} | {r['ratio']:.2f}x | {r['max_rel_error']:.1e} | {r['mean_abs_error']:.1e} | "
               f"{r['encode+decode_us']:.0f} |")
-    s, sl = results["http_single"], results["stdlib_single"]
-    print("\n| path | frames/s | MB/s | p50 ms | p99 ms | vs ceiling (range over rounds) | server CPU µs/frame |\n"
-          "|---|---|---|---|---|---|---|")
-    print(f"| in-process pread + decode (ceiling) | {ceiling:.0f} | | | | 1.00 | |")
-    print(f"| single GET, `TeacherClient.get` (httpx) | {s['frames_per_s']:.0f} | | {s['p50_ms']:.2f} | "
-          f"{s['p99_ms']:.2f} | {s['vs_ceiling']:.2f} | |")
-    print(f"| single GET, stdlib http.client | {sl['frames_per_s']:.0f} | {sl['MB_per_s']:.1f} | "
-          f"{sl['p50_ms']:.2f} | {sl['p99_ms']:.2f} | {sl['vs_ceiling']:.2f} | |")
-    for n in (1, 2):
-        b = results[f"http_batch_{n}"]
-        lo, hi = b["vs_ceiling_range"]
-        print(f"| batch of {args.batch}, `TeacherClient.get_many`, {n} in flight | {b['frames_per_s']:.0f} | "
-              f"{b['MB_per_s']:.1f} | {b['p50_ms']:.2f} | {b['p99_ms']:.2f} | {b['vs_ceiling']:.2f} "
-              f"({lo:.2f}–{hi:.2f}) | {b['server_cpu_us_per_frame']:.0f} |")
-    b = results["http_batch_procs"]
-    lo, hi = b["vs_ceiling_range"]
-    print(f"| batch of {args.batch}, `TeacherClient.get_many`, 2 client processes | {b['frames_per_s']:.0f} | "
-          f"{b['MB_per_s']:.1f} | | | {b['vs_ceiling']:.2f} ({lo:.2f}–{hi:.2f}) | {b['server_cpu_us_per_frame']:.0f} |")
-
+    labels = {
+        "in_process": "in-process pread + decode (ceiling)",
+        "http_single": "single GET, `TeacherClient.get`",
+        "http_batch_1": f"batch of {args.batch}, `TeacherClient.get_many`, 1 in flight",
+        "http_batch_2": f"batch of {args.batch}, `TeacherClient.get_many`, 2 in flight",
+        "http_batch_procs": f"batch of {args.batch}, `TeacherClient.get_many`, 2 client processes",
+        **{f"httpx_batch_{n}": f"batch of {args.batch}, same requests through `httpx.HTTPTransport`, {n} in flight"
+           for n in (1, 2)},
+    }
+    print("\n| path | frames/s | MB/s | p50 ms | p99 ms | vs ceiling (range over rounds) | client CPU µs/frame "
+          "| server CPU µs/frame |\n|---|---|---|---|---|---|---|---|")
+    for key, label in labels.items():
+        r = results[key]
+        lo, hi = r["vs_ceiling_range"]
+        cells = [f"{r['frames_per_s']:.0f}", *(f"{r[m]:{f}}" if m in r else "" for m, f in (
+            ("MB_per_s", ".1f"), ("p50_ms", ".2f"), ("p99_ms", ".2f"))),
+            f"{r['vs_ceiling']:.2f} ({lo:.2f}–{hi:.2f})",
+            *(f"{r[m]:.0f}" if m in r else "" for m in ("client_cpu_us_per_frame", "server_cpu_us_per_frame"))]
+        print(f"| {label} | {' | '.join(cells)} |")
 
 if __name__ == "__main__":
     main()

@@ -1,19 +1,18 @@
 """``TeacherClient``: fetch teacher feature maps by frame id (used by trainers, tests and benchmarks).
 
-Synchronous httpx (one client per process or DataLoader worker; measured several times faster than
-``httpx.AsyncClient`` here) with keep-alive, batch requests, local decode, retries with exponential
-backoff across server restarts, and an optional on-disk cache of the stored chunk bytes.
-
-Requests go straight to httpx's transport (``httpx.HTTPTransport``: the connection pool) rather than through
-``httpx.Client``: the client layer's cookies, auth flows, redirects and URL merging cost ~0.6 ms per request on
-the 2-core dev machine, a third of a single-frame fetch, and this client needs none of them. (Nor does it read
-proxy settings from the environment: the teacher service is reached directly.)
+Synchronous (one client per process or DataLoader worker; a client may also be shared by threads) with
+keep-alive connections, batch requests, local decode, retries with exponential backoff across server restarts,
+and an optional on-disk cache of the stored chunk bytes. The connections are the standard library's
+``http.client`` (``shared.connections``: it costs the client a fifth of httpx's CPU per received batch, and the
+client's CPU is what bounds a trainer's fetch rate); no proxy settings are read from the environment: the
+teacher service is reached directly.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import os
 import time
@@ -21,9 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 
+from shared.connections import ConnectionPool, Reply, TransportError
 from shared.errors import DataError, FrameIdError, FrameNotFoundError, XModalError
 from shared.features import (
     BATCH_MEDIA_TYPE,
@@ -38,6 +37,7 @@ __all__ = ["FeatureServiceError", "TeacherClient"]
 
 log = logging.getLogger(__name__)
 _RETRY_STATUS = {502, 503, 504}
+_BATCH_HEADERS = {"Accept": BATCH_MEDIA_TYPE, "Content-Type": "application/json"}
 
 
 class FeatureServiceError(XModalError):
@@ -56,7 +56,7 @@ def _raise_for(status: int, code: str, message: str) -> None:
     raise FeatureServiceError(status, code, message)
 
 
-def _error_of(resp: httpx.Response) -> tuple[str, str]:
+def _error_of(resp: Reply) -> tuple[str, str]:
     try:
         err = resp.json()["error"]
         return str(err["code"]), str(err["message"])
@@ -89,8 +89,7 @@ class TeacherClient:
     ) -> None:
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.base_url = base_url.rstrip("/")
-        self._timeout = httpx.Timeout(timeout).as_dict()
-        self._transport = httpx.HTTPTransport(limits=httpx.Limits(max_keepalive_connections=4, max_connections=8))
+        self._pool = ConnectionPool(self.base_url, timeout)
         self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
         self.wait_not_computed = wait_not_computed
         self.cache_dir = Path(cache_dir) if cache_dir else None
@@ -98,32 +97,22 @@ class TeacherClient:
         self.retried = 0  # requests repeated after a transient failure (for logs and tests)
 
     # -- plumbing ---------------------------------------------------------------------------------
-    def _send(self, method: str, path: str, timeout: dict[str, float | None] | None = None,
-              headers: dict[str, str] | None = None, **kw: Any) -> httpx.Response:
-        """One request through the transport, body read and connection returned to the pool."""
-        request = httpx.Request(method, self.base_url + path, headers={**self._headers, **(headers or {})},
-                                extensions={"timeout": timeout or self._timeout}, **kw)
-        resp = self._transport.handle_request(request)
-        try:
-            resp.read()
-        finally:
-            resp.close()
-        return resp
-
-    def _request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+    def _request(self, method: str, path: str, body: bytes | None = None,
+                 headers: dict[str, str] | None = None) -> Reply:
         delay, attempt = self.backoff, 0
+        headers = {**self._headers, **(headers or {})}
         while True:
             try:
-                resp = self._send(method, path, **kw)
-            except httpx.TransportError as e:
+                resp = self._pool.request(method, path, body, headers)
+            except TransportError as e:
                 problem: str = f"{type(e).__name__}: {e}"
             else:
-                transient = resp.status_code in _RETRY_STATUS
-                if resp.status_code == 404 and self.wait_not_computed:
+                transient = resp.status in _RETRY_STATUS
+                if resp.status == 404 and self.wait_not_computed:
                     transient = _error_of(resp)[0] == "not_computed"
                 if not transient:
                     return resp
-                problem = f"HTTP {resp.status_code}"
+                problem = f"HTTP {resp.status}"
             if attempt == self.retries:
                 raise XModalError(f"teacher service {self.base_url} unavailable after {attempt + 1} tries: {problem}")
             log.warning("teacher service %s: %s; retrying in %.2f s", self.base_url, problem, delay)
@@ -132,9 +121,9 @@ class TeacherClient:
             time.sleep(delay)
             delay = min(delay * 2, self.max_backoff)
 
-    def _check(self, resp: httpx.Response) -> httpx.Response:
-        if resp.status_code >= 400:
-            _raise_for(resp.status_code, *_error_of(resp))
+    def _check(self, resp: Reply) -> Reply:
+        if resp.status >= 400:
+            _raise_for(resp.status, *_error_of(resp))
         return resp
 
     # -- API --------------------------------------------------------------------------------------
@@ -153,10 +142,11 @@ class TeacherClient:
         return str(self.info()["teacher_id"])
 
     def healthy(self) -> bool:
-        """True when ``/healthz`` answers 200 (no retries)."""
+        """True when ``/healthz`` answers 200 within 2 s (one try, on a connection of its own)."""
+        probe = ConnectionPool(self.base_url, timeout=2.0, max_idle=0)
         try:
-            return self._send("GET", "/healthz", timeout=httpx.Timeout(2.0).as_dict()).status_code == 200
-        except httpx.TransportError:
+            return probe.request("GET", "/healthz").status == 200
+        except TransportError:
             return False
 
     def get(self, frame_id: str) -> np.ndarray:
@@ -167,14 +157,14 @@ class TeacherClient:
             return cached
         resp = self._check(self._request("GET", f"/features/{frame_id}"))
         shape = tuple(int(v) for v in resp.headers[HEADER_SHAPE].split(","))
-        self._cache_put(frame_id, resp.content, shape)
-        return decode_chunk(resp.content, shape, self.encoding)
+        self._cache_put(frame_id, resp.body, shape)
+        return decode_chunk(resp.body, shape, self.encoding)
 
     def get_npy(self, frame_id: str) -> np.ndarray:
         """One frame's map through the server-decoded ``.npy`` form."""
         validate_frame_id(frame_id)
-        resp = self._check(self._request("GET", f"/features/{frame_id}", params={"format": "npy"}))
-        return np.load(io.BytesIO(resp.content), allow_pickle=False)
+        resp = self._check(self._request("GET", f"/features/{frame_id}?format=npy"))
+        return np.load(io.BytesIO(resp.body), allow_pickle=False)
 
     def get_many(self, frame_ids: Sequence[str]) -> np.ndarray:
         """Maps of many frames of one shape, stacked float32 (N, C, H, W), in the order given.
@@ -190,13 +180,15 @@ class TeacherClient:
             rows.setdefault(fid, []).append(k)
         out: np.ndarray | None = None
 
-        def row(fid: str, shape: tuple[int, ...]) -> np.ndarray:
+        def fill(fid: str, shape: tuple[int, ...]) -> np.ndarray:
+            """The frame's first row of the result (allocated with the first shape seen); later rows are
+            copied from it by :func:`repeat`."""
             nonlocal out
             if out is None:
                 out = np.empty((len(ids), *shape), dtype=np.float32)
             return out[rows[fid][0]]
 
-        def filled(fid: str) -> None:
+        def repeat(fid: str) -> None:
             first, *rest = rows.pop(fid)
             for k in rest:
                 out[k] = out[first]  # type: ignore[index]
@@ -207,22 +199,21 @@ class TeacherClient:
             if hit is None:
                 missing.append(fid)
             else:
-                row(fid, hit.shape)[...] = hit
-                filled(fid)
+                fill(fid, hit.shape)[...] = hit
+                repeat(fid)
         step = int(self.info()["max_batch"])
         enc = self.encoding
         for i in range(0, len(missing), step):
-            part = missing[i : i + step]
-            resp = self._check(self._request("POST", "/features/batch", json={"ids": part, "strict": False},
-                                             headers={"Accept": BATCH_MEDIA_TYPE}))
-            for entry in decode_batch(resp.content):
+            body = json.dumps({"ids": missing[i : i + step], "strict": False}).encode()
+            resp = self._check(self._request("POST", "/features/batch", body, _BATCH_HEADERS))
+            for entry in decode_batch(resp.body):
                 if entry.status != 200:
                     _raise_for(entry.status, entry.code or "error", entry.message or "")
                 if entry.id in rows:
                     shape = entry.shape or ()
                     self._cache_put(entry.id, entry.data, shape)
-                    decode_chunk(entry.data, shape, enc, out=row(entry.id, shape))
-                    filled(entry.id)
+                    decode_chunk(entry.data, shape, enc, out=fill(entry.id, shape))
+                    repeat(entry.id)
         if rows:
             raise DataError(f"batch response lacks frames {sorted(rows)[:5]}")
         assert out is not None
@@ -258,7 +249,7 @@ class TeacherClient:
         os.replace(tmp, path)
 
     def close(self) -> None:
-        self._transport.close()
+        self._pool.close()
 
     def __enter__(self) -> TeacherClient:
         return self

@@ -65,7 +65,6 @@ _COMMANDS: dict[str, Command] = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request would drown the progress
     return run_commands(
         "student-trainer",
         "Student trainers of cross-modal supervision transfer. Every flag can also be set by the env var named "

@@ -21,10 +21,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @contextlib.contextmanager
-def uvicorn_thread(app, port: int | None = None) -> Iterator[str]:
-    """Run ``app`` with a real uvicorn on 127.0.0.1 in a thread; yields its base URL."""
+def uvicorn_thread(app, port: int | None = None, **config: object) -> Iterator[str]:
+    """Run ``app`` with a real uvicorn on 127.0.0.1 in a thread (``config``: more ``uvicorn.Config`` options);
+    yields its base URL."""
     port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **config))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

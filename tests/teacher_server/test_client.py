@@ -1,0 +1,117 @@
+"""``TeacherClient``'s connections (``shared.connections``) against a real uvicorn on 127.0.0.1."""
+
+import random
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from shared.client import TeacherClient
+from shared.connections import ConnectionPool
+from shared.errors import ConfigError, XModalError
+from teacher_server.app import create_app
+from teacher_server.settings import ServeSettings
+from teacher_server.store import FeatureStore
+from tests.servers import uvicorn_thread
+
+
+@pytest.fixture(scope="module")
+def reference(store_path):
+    col = FeatureStore.open(store_path).collections["tiny"]
+    return dict(zip(col.ids, col.read(slice(None)), strict=True))
+
+
+def test_idle_connection_the_server_closed_is_replaced_without_a_retry(store_path, reference):
+    app = create_app(ServeSettings(stores=[store_path]))
+    with uvicorn_thread(app, timeout_keep_alive=0.2) as url, TeacherClient(url, backoff=5.0) as c:
+        np.testing.assert_array_equal(c.get("tiny.0001"), reference["tiny.0001"])
+        idle = c._pool._idle[0]
+        time.sleep(0.6)  # uvicorn closes the keep-alive connection after 0.2 s idle
+        assert idle.sock.recv(1, socket.MSG_PEEK) == b""  # the server's FIN is there: the pooled socket is dead
+        t = time.perf_counter()
+        np.testing.assert_array_equal(c.get_many(["tiny.0002", "tiny.0003"]),
+                                      np.stack([reference["tiny.0002"], reference["tiny.0003"]]))
+        assert c.retried == 0 and time.perf_counter() - t < 5.0  # sent again at once, not after a 5-s backoff
+        assert c._pool._idle and c._pool._idle[0] is not idle
+
+
+def test_one_client_shared_by_threads(store_path, reference):
+    ids = list(reference)
+    with uvicorn_thread(create_app(ServeSettings(stores=[store_path]))) as url, TeacherClient(url) as c:
+
+        def work(seed: int) -> None:
+            rng = random.Random(seed)
+            for _ in range(15):
+                batch = rng.sample(ids, rng.randint(1, 12))
+                np.testing.assert_array_equal(c.get_many(batch), np.stack([reference[f] for f in batch]))
+                fid = rng.choice(ids)
+                np.testing.assert_array_equal(c.get(fid), reference[fid])
+
+        with ThreadPoolExecutor(6) as pool:
+            list(pool.map(work, range(6)))
+        assert 1 <= len(c._pool._idle) <= 4  # connections were reused, at most max_idle kept
+        assert c.retried == 0
+
+
+def _answer_once_then_stall(listener: socket.socket, accepted: list[socket.socket]) -> None:
+    """Answer the first request of the first connection with a keep-alive 200, then read and never answer."""
+    conn, _ = listener.accept()
+    accepted.append(conn)
+    while b"\r\n\r\n" not in conn.recv(65536):
+        pass
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+    listener.settimeout(3)
+    try:
+        while True:
+            accepted.append(listener.accept()[0])
+    except OSError:
+        pass
+
+
+def test_a_server_that_stops_answering_times_out_once():
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        accepted: list[socket.socket] = []
+        threading.Thread(target=_answer_once_then_stall, args=(listener, accepted), daemon=True).start()
+        pool = ConnectionPool(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=0.3)
+        assert pool.request("GET", "/info").json() == {}
+        t = time.perf_counter()
+        with pytest.raises(TimeoutError):
+            pool.request("GET", "/info")  # on the reused connection, which now stalls
+        assert time.perf_counter() - t < 0.55 and len(accepted) == 1  # not sent again on a new connection
+        with TeacherClient(pool_url := f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=0.3,
+                           retries=0) as c, pytest.raises(XModalError, match=f"{pool_url}.*TimeoutError"):
+            c.info()
+        for conn in accepted:
+            conn.close()
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:8000", "ftp://127.0.0.1:8000", "http://", "http://127.0.0.1:port"])
+def test_bad_service_url_is_a_config_error(url):
+    with pytest.raises(ConfigError, match="teacher service URL"):
+        TeacherClient(url)
+
+
+def test_pool_close_closes_connections_returned_later(store_path):
+    with uvicorn_thread(create_app(ServeSettings(stores=[store_path]))) as url:
+        pool = ConnectionPool(url, timeout=5.0)
+        started, release = threading.Event(), threading.Event()
+        original = pool._put
+
+        def slow_put(conn):  # hold the request's connection until the pool is closed
+            started.set()
+            release.wait(5)
+            original(conn)
+
+        pool._put = slow_put  # type: ignore[method-assign]
+        t = threading.Thread(target=pool.request, args=("GET", "/healthz"))
+        t.start()
+        started.wait(5)
+        pool.close()
+        release.set()
+        t.join(5)
+        assert pool._idle == []
