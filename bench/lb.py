@@ -52,9 +52,9 @@ def concurrent_batches(url: str, ids: list[str], clients: int, rounds: int, batc
     plus the CPU time the replicas and nginx spent per frame."""
     before = cpu_seconds_of_descendants()
     with ProcessPoolExecutor(clients) as pool:
-        runs = list(pool.map(http_batch, *([v] * clients for v in (url, ids, rounds, batch, 1, frame_bytes))))
+        runs = list(pool.map(http_batch, *([v] * clients for v in (url, ids * rounds, batch, 1, frame_bytes))))
     after = cpu_seconds_of_descendants()
-    frames = clients * rounds * (len(ids) // batch) * batch
+    frames = clients * (len(ids) * rounds // batch) * batch
     fps = sum(r["frames_per_s"] for r in runs)
     mbs = sum(r["MB_per_s"] for r in runs)
     return {"frames_per_s": fps, "MB_per_s": mbs, "bytes_per_frame": mbs * 1e6 / fps,

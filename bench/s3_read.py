@@ -91,17 +91,20 @@ def main() -> None:
             FeatureStore.open(where)
             results[name]["open_s"] = time.perf_counter() - t
             results[name]["request_floor"] = request_floor(where)
-            results[name]["single_thread"] = in_process(where, ids, rounds=1)
+            store = FeatureStore.open(where)
+            reader = ChunkReader([store])
+            results[name]["single_thread"] = single = in_process(reader, store.encoding, ids, args.batch)
+            reader.close()
             results[name]["threaded"] = threaded(where, ids, args.threads)
             with served(where) as base:
-                results[name]["http_batch"] = http_batch(base, ids, rounds=1, batch=args.batch)
+                results[name]["http_batch"] = http_batch(base, ids, args.batch, 1, single["bytes_per_frame"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"Machine: {results['machine']}; {len(ids)} frames of {args.store}, "
           f"{results['uploaded_bytes'] / 1e6:.1f} MB uploaded to moto\n")
     print("| read path (frames/s) | local | s3 (moto) | s3 / local |\n|---|---|---|---|")
     rows = [("one 1 KiB ranged read alone (backend floor, reads/s)", "request_floor"),
-            ("ChunkReader + decode, 1 thread", "single_thread"),
+            (f"ChunkReader + decode into batches of {args.batch}, 1 thread", "single_thread"),
             (f"ChunkReader + decode, {args.threads} threads", "threaded"),
             (f"HTTP batch of {args.batch} via serve", "http_batch")]
     for label, key in rows:

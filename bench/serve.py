@@ -225,8 +225,8 @@ def main() -> None:
                     before = cpu_seconds_of_descendants()["replica"]
                     run = fn()
                     if "batch" in key:  # the server's CPU per frame sizes a deployment
-                        used = cpu_seconds_of_descendants()["replica"] - before
-                        run["server_cpu_us_per_frame"] = used / (len(ids) // args.batch * args.batch) * 1e6
+                        run["server_cpu_s"] = cpu_seconds_of_descendants()["replica"] - before
+                        run["frames"] = len(ids) // args.batch * args.batch
                     per_round[key].append(run)
         reader.close()
     for key, runs in per_round.items():
@@ -234,6 +234,9 @@ def main() -> None:
         ratios = [r["frames_per_s"] / c["frames_per_s"] for r, c in zip(runs, per_round["in_process"], strict=True)]
         results[key].update(vs_ceiling=float(np.median(ratios)), vs_ceiling_range=[min(ratios), max(ratios)],
                             rounds=runs)
+        if "server_cpu_s" in runs[0]:  # summed over rounds: /proc counts in 10-ms ticks, a round only a few
+            results[key]["server_cpu_us_per_frame"] = sum(r["server_cpu_s"] for r in runs) / sum(
+                r["frames"] for r in runs) * 1e6
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"Machine: {results['machine']}; teacher {results['teacher']}; {len(ids)} frames of {col.shape}, "

@@ -3,9 +3,9 @@
 Synchronous (one client per process or DataLoader worker; a client may also be shared by threads) with
 keep-alive connections, batch requests, local decode, retries with exponential backoff across server restarts,
 and an optional on-disk cache of the stored chunk bytes. The connections are the standard library's
-``http.client`` (``shared.connections``: it costs the client a fifth of httpx's CPU per received batch, and the
-client's CPU is what bounds a trainer's fetch rate); no proxy settings are read from the environment: the
-teacher service is reached directly.
+``http.client`` (``shared.connections``: less client CPU per batch than httpx, and the client's CPU is what bounds
+a trainer's fetch rate); no proxy settings are read from the environment: the teacher service is reached
+directly.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """Keep-alive HTTP/1.1 connections to one server, shared between threads: the transport of ``TeacherClient``.
 
 The HTTP itself is the standard library's ``http.client``; this module only keeps idle connections for reuse.
-Why not httpx's transport: receiving 64-frame batches (540 KB each) cost the client 10.5 µs of CPU per frame
-through ``httpx.HTTPTransport`` (64 KiB reads, each copied through h11's buffers, with a timeout system call
-per read) and 1.9 µs through ``http.client``, which reads a body of known length in one buffered call
-(bench/serve.py, BENCHMARKS.md). After decode, that receive cost was what held a trainer's fetch rate under
-the in-process ceiling.
+Why not httpx's transport: httpx reads a response body in 64 KiB pieces, each copied through h11's buffers with a
+timeout system call per read, where ``http.client`` reads a body of known length in one buffered call. Side by
+side in ``bench/serve.py`` (the same 64-frame batch requests, framing and decode), that was 4–8 µs less client CPU
+per frame and, with two batches in flight, 1.00–1.10x of the in-process read + decode rate instead of 0.81–0.90x
+(BENCHMARKS.md).
 """
 
 from __future__ import annotations

@@ -1,0 +1,43 @@
+"""The serving benchmarks run end to end on a small store (no timing is asserted: they are benchmarks, not tests)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from teacher_server.nginx_lb import find_nginx
+from tests.servers import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def test_bench_serve_measures_every_path(tmp_path, dataset, teacher_ckpt):
+    out = tmp_path / "serve.json"
+    run_cli("bench.serve", "--manifest", str(dataset), "--teacher", str(teacher_ckpt), "--frames", "32",
+            "--rounds", "1", "--single-frames", "4", "--batch", "8", "--out", str(out))
+    result = json.loads(out.read_text())
+    paths = ["in_process", "http_single", "http_batch_1", "http_batch_2", "http_batch_procs", "httpx_batch_1",
+             "httpx_batch_2"]
+    assert all(result[p]["frames_per_s"] > 0 and len(result[p]["rounds"]) == 1 for p in paths)
+    assert result["in_process"]["vs_ceiling"] == 1.0
+    assert all(result[p]["server_cpu_us_per_frame"] >= 0 for p in paths if "batch" in p)
+    assert result["codecs"][0]["max_rel_error"] == 0.0  # the lossless default
+
+
+def test_bench_s3_read_runs_against_moto(tmp_path, store_path):
+    out = tmp_path / "s3.json"
+    run_cli("bench.s3_read", "--store", str(store_path), "--frames", "16", "--threads", "2", "--batch", "8",
+            "--out", str(out))
+    result = json.loads(out.read_text())
+    for where in ("local", "s3"):
+        assert all(result[where][k]["frames_per_s"] > 0 for k in ("single_thread", "threaded", "http_batch"))
+
+
+@pytest.mark.skipif(find_nginx() is None, reason="nginx is not installed (.ci/run installs it when run as root)")
+def test_bench_lb_runs_through_nginx(tmp_path, store_path):
+    out = tmp_path / "lb.json"
+    run_cli("bench.lb", "--store", str(store_path), "--replicas", "2", "--clients", "2", "--frames", "16",
+            "--rounds", "1", "--batch", "8", "--repeats", "1", "--out", str(out))
+    result = json.loads(out.read_text())
+    assert len(result["paths"]) == 3 and all(r["frames_per_s"] > 0 for r in result["paths"].values())
