@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import os
+import ssl
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -104,6 +105,10 @@ class TeacherClient:
         while True:
             try:
                 resp = self._pool.request(method, path, body, headers)
+            except ssl.SSLCertVerificationError as e:  # not transient: retrying would only delay the message
+                raise XModalError(f"teacher service {self.base_url}: its TLS certificate is not trusted "
+                                  f"({e.verify_message}); name the CA bundle that signed it with SSL_CERT_FILE") \
+                    from None
             except TransportError as e:
                 problem: str = f"{type(e).__name__}: {e}"
             else:

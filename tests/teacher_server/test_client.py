@@ -1,10 +1,13 @@
 """``TeacherClient``'s connections (``shared.connections``) against a real uvicorn on 127.0.0.1."""
 
+import datetime
+import ipaddress
 import random
 import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,10 +34,9 @@ def test_idle_connection_the_server_closed_is_replaced_without_a_retry(store_pat
         idle = c._pool._idle[0]
         time.sleep(0.6)  # uvicorn closes the keep-alive connection after 0.2 s idle
         assert idle.sock.recv(1, socket.MSG_PEEK) == b""  # the server's FIN is there: the pooled socket is dead
-        t = time.perf_counter()
         np.testing.assert_array_equal(c.get_many(["tiny.0002", "tiny.0003"]),
                                       np.stack([reference["tiny.0002"], reference["tiny.0003"]]))
-        assert c.retried == 0 and time.perf_counter() - t < 5.0  # sent again at once, not after a 5-s backoff
+        assert c.retried == 0  # sent again at once on a new connection, not after a (5-s) backoff
         assert c._pool._idle and c._pool._idle[0] is not idle
 
 
@@ -79,10 +81,10 @@ def test_a_server_that_stops_answering_times_out_once():
         threading.Thread(target=_answer_once_then_stall, args=(listener, accepted), daemon=True).start()
         pool = ConnectionPool(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=0.3)
         assert pool.request("GET", "/info").json() == {}
-        t = time.perf_counter()
         with pytest.raises(TimeoutError):
             pool.request("GET", "/info")  # on the reused connection, which now stalls
-        assert time.perf_counter() - t < 0.55 and len(accepted) == 1  # not sent again on a new connection
+        time.sleep(0.2)
+        assert len(accepted) == 1  # not sent again on a new connection
         with TeacherClient(pool_url := f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=0.3,
                            retries=0) as c, pytest.raises(XModalError, match=f"{pool_url}.*TimeoutError"):
             c.info()
@@ -115,3 +117,41 @@ def test_pool_close_closes_connections_returned_later(store_path):
         release.set()
         t.join(5)
         assert pool._idle == []
+
+
+def _self_signed_cert(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 (its own CA) and its key, as PEM files."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_https_with_the_ca_named_by_ssl_cert_file(store_path, reference, tmp_path, monkeypatch):
+    cert, key = _self_signed_cert(tmp_path)
+    app = create_app(ServeSettings(stores=[store_path]))
+    with uvicorn_thread(app, ssl_certfile=str(cert), ssl_keyfile=str(key)) as url:
+        url = url.replace("http://", "https://")
+        with TeacherClient(url) as c, pytest.raises(XModalError, match=r"not trusted .*SSL_CERT_FILE"):
+            c.info()  # an unknown CA is refused, not silently accepted, and at once: no retries
+        assert c.retried == 0
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # OpenSSL's standard way to name a CA bundle
+        with TeacherClient(url) as c:
+            np.testing.assert_array_equal(c.get_many(["tiny.0004", "tiny.0007"]),
+                                          np.stack([reference["tiny.0004"], reference["tiny.0007"]]))
