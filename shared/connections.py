@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import threading
 import urllib.parse
 from collections.abc import Mapping
@@ -66,6 +67,7 @@ class ConnectionPool:
         self._max_idle = max_idle
         self._lock = threading.Lock()
         self._closed = False
+        self._pid = os.getpid()
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 headers: Mapping[str, str] | None = None) -> Reply:
@@ -91,6 +93,8 @@ class ConnectionPool:
             return Reply(resp.status, resp.headers, data)
 
     def _take(self) -> tuple[http.client.HTTPConnection, bool]:
+        if self._pid != os.getpid():
+            self._forget_parents_connections()
         with self._lock:
             if self._idle:
                 return self._idle.pop(), True
@@ -102,6 +106,14 @@ class ConnectionPool:
                 self._idle.append(conn)
                 return
         conn.close()
+
+    def _forget_parents_connections(self) -> None:
+        """In a forked child (a DataLoader worker given a client made before the fork): the idle sockets are the
+        parent's too, and two processes reading one stream would take each other's responses. Drop them (the
+        parent keeps using them) and start with a fresh lock."""
+        self._lock = threading.Lock()
+        self._idle = []
+        self._pid = os.getpid()
 
     def close(self) -> None:
         """Close the idle connections; connections in use close when their request ends."""

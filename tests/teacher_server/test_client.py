@@ -2,6 +2,7 @@
 
 import datetime
 import ipaddress
+import multiprocessing
 import random
 import socket
 import threading
@@ -155,3 +156,32 @@ def test_https_with_the_ca_named_by_ssl_cert_file(store_path, reference, tmp_pat
         with TeacherClient(url) as c:
             np.testing.assert_array_equal(c.get_many(["tiny.0004", "tiny.0007"]),
                                           np.stack([reference["tiny.0004"], reference["tiny.0007"]]))
+
+
+def _local_ports(c: TeacherClient) -> list[int]:
+    return [conn.sock.getsockname()[1] for conn in c._pool._idle]
+
+
+def _fetch_in_child(c: TeacherClient, queue) -> None:
+    try:
+        queue.put((c.get_many(["tiny.0005", "tiny.0006"]), _local_ports(c)))
+    except BaseException as e:  # report, never hang the parent
+        queue.put(e)
+
+
+def test_a_forked_child_never_shares_the_parents_connections(store_path, reference):
+    ctx = multiprocessing.get_context("fork")
+    with uvicorn_thread(create_app(ServeSettings(stores=[store_path]))) as url, TeacherClient(url) as c:
+        c.get("tiny.0001")  # the parent now holds an idle keep-alive connection
+        inherited = _local_ports(c)
+        queue = ctx.Queue()
+        child = ctx.Process(target=_fetch_in_child, args=(c, queue))
+        child.start()
+        result = queue.get(timeout=60)
+        child.join(30)
+        assert not isinstance(result, BaseException), result
+        got, child_ports = result
+        np.testing.assert_array_equal(got, np.stack([reference["tiny.0005"], reference["tiny.0006"]]))
+        assert len(inherited) == len(child_ports) == 1 and child_ports != inherited  # the child's own connection
+        np.testing.assert_array_equal(c.get("tiny.0002"), reference["tiny.0002"])  # the parent's still works
+        assert _local_ports(c) == inherited
