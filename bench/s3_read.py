@@ -88,10 +88,9 @@ def main() -> None:
         results["uploaded_bytes"] = upload(args.store, url)
         for name, where in (("local", str(args.store)), ("s3", url)):
             t = time.perf_counter()
-            FeatureStore.open(where)
+            store = FeatureStore.open(where)
             results[name]["open_s"] = time.perf_counter() - t
             results[name]["request_floor"] = request_floor(where)
-            store = FeatureStore.open(where)
             reader = ChunkReader([store])
             results[name]["single_thread"] = single = in_process(reader, store.encoding, ids, args.batch)
             reader.close()

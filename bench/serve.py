@@ -230,7 +230,8 @@ def main() -> None:
                     per_round[key].append(run)
         reader.close()
     for key, runs in per_round.items():
-        results[key] = {m: float(np.median([r[m] for r in runs])) for m in runs[0] if isinstance(runs[0][m], float)}
+        results[key] = {m: float(np.median([r[m] for r in runs])) for m in runs[0]
+                        if isinstance(runs[0][m], float) and m != "server_cpu_s"}  # server CPU: summed below
         ratios = [r["frames_per_s"] / c["frames_per_s"] for r, c in zip(runs, per_round["in_process"], strict=True)]
         results[key].update(vs_ceiling=float(np.median(ratios)), vs_ceiling_range=[min(ratios), max(ratios)],
                             rounds=runs)

@@ -75,7 +75,7 @@ class ConnectionPool:
         while True:
             conn, reused = self._take()
             try:
-                conn.request(method, self._prefix + path, body=body, headers=dict(headers or {}))
+                conn.request(method, self._prefix + path, body=body, headers=headers or {})
                 resp = conn.getresponse()
                 data = resp.read()
             except TimeoutError:
