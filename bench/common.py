@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import torch
 
-from shared.procs import free_port
+from xmodal_pipeline.procs import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -20,9 +20,9 @@ import httpx
 
 from bench.common import REPO, cpu_seconds_of_descendants, machine, served
 from bench.serve import http_batch
-from shared.procs import free_port
 from teacher_server.nginx_lb import NginxLbSettings, find_nginx, start_nginx
 from teacher_server.store import FeatureStore
+from xmodal_pipeline.procs import free_port
 
 
 @contextlib.contextmanager

@@ -32,9 +32,9 @@ TOP_K = (100, 500, 2000)
 
 def quick_test_splits(data: Path) -> Path:
     """The synth quick profile's test splits (same pixels as in the full quick set), HHA and flow encoded."""
-    from shared.encode import encode_manifest
-    from shared.synth.config import SplitCounts, SynthConfig
-    from shared.synth.dataset import generate_synth
+    from xmodal_data.encode import encode_manifest
+    from xmodal_data.synth.config import SplitCounts, SynthConfig
+    from xmodal_data.synth.dataset import generate_synth
 
     config = SynthConfig.profile("quick")
     counts = {name: 0 for name in SplitCounts.model_fields} | {

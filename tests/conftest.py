@@ -21,8 +21,8 @@ def sample_data() -> Path:
 @pytest.fixture(scope="session")
 def synth_tiny(tmp_path_factory) -> Path:
     """The built-in synthetic set, tiny profile, with HHA and flow images encoded (manifest path)."""
-    from shared.encode import encode_manifest
-    from shared.synth import SynthConfig, generate_synth
+    from xmodal_data.encode import encode_manifest
+    from xmodal_data.synth import SynthConfig, generate_synth
 
     manifest = generate_synth(tmp_path_factory.mktemp("synth"), SynthConfig.profile("tiny"), workers=1, progress=False)
     encode_manifest(manifest, workers=1, progress=False)

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import uvicorn
 
-from shared.procs import free_port
+from xmodal_pipeline.procs import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 

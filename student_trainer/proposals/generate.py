@@ -26,12 +26,13 @@ from filelock import FileLock
 from tqdm import tqdm
 
 from shared.errors import ConfigError, DataError
-from shared.flow import compute_flow, encode_flow_image
+from shared.flow_image import encode_flow_image
 from shared.imageio import read_depth_m, read_rgb
 from shared.manifest import FrameRecord, Manifest, read_manifest
 from student_trainer.proposals.files import ProposalFileError, read_proposal_file, save_proposals
 from student_trainer.proposals.methods import METHODS, candidates, combine
 from student_trainer.proposals.sources import ProposalInputs, check_opencv_contrib
+from xmodal_data.flow import compute_flow
 
 __all__ = ["CACHE_FORMAT", "GENERATOR_VERSION", "default_cache_path", "frame_inputs", "generate_proposals"]
 
@@ -83,7 +84,7 @@ def frame_inputs(manifest: Manifest, frame: FrameRecord) -> ProposalInputs:
     """Read a frame's RGB and paired-modality images (what the generator sees).
 
     The paired images are the HHA image (else the depth, as scaled disparity) and the flow image (else flow
-    computed from ``rgb`` to ``rgb_next`` with OpenCV DIS, encoded as in :mod:`shared.flow`).
+    computed from ``rgb`` to ``rgb_next`` with OpenCV DIS, encoded as in :mod:`xmodal_data.flow`).
 
     Raises:
         ImageReadError: a missing or undecodable file (names it).
@@ -96,7 +97,7 @@ def _read_inputs(job: _Job) -> ProposalInputs:
     """Read a frame's RGB and paired-modality images.
 
     The paired images are the HHA image (else the depth, as scaled disparity) and the flow image (else flow
-    computed from ``rgb`` to ``rgb_next`` with OpenCV DIS, encoded as in :mod:`shared.flow`).
+    computed from ``rgb`` to ``rgb_next`` with OpenCV DIS, encoded as in :mod:`xmodal_data.flow`).
 
     Raises:
         ImageReadError: a missing or undecodable file (names it).

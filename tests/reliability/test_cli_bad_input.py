@@ -107,7 +107,7 @@ def _fails_naming(proc, case: Case) -> None:
 @pytest.mark.parametrize("fault", ["missing_manifest", "bad_line", "missing_image"])
 def test_xmodal_data_validate(fault, make_case):
     case = make_case(fault, "depth_transfer", "hha")
-    _fails_naming(run_cli("shared.cli", "validate", "--manifest", str(case.manifest), check=False), case)
+    _fails_naming(run_cli("xmodal_data.cli", "validate", "--manifest", str(case.manifest), check=False), case)
 
 
 @pytest.mark.parametrize("fault", [*FILE_FAULTS, "resized_image"])
@@ -115,8 +115,8 @@ def test_xmodal_data_encode(fault, make_case):
     case = make_case(fault, "depth_transfer", "depth")
     shutil.rmtree(case.root / "hha")  # so every HHA image has to be encoded again
     before = case.manifest.read_bytes() if case.manifest.is_file() else None
-    proc = run_cli("shared.cli", "encode", "--manifest", str(case.manifest), "--modalities", "hha", "--workers", "1",
-                   "--no-progress", check=False)
+    proc = run_cli("xmodal_data.cli", "encode", "--manifest", str(case.manifest), "--modalities", "hha",
+                   "--workers", "1", "--no-progress", check=False)
     _fails_naming(proc, case)
     if before is not None:  # the manifest is rewritten only after every frame succeeded
         assert case.manifest.read_bytes() == before
@@ -126,8 +126,8 @@ def test_xmodal_data_encode(fault, make_case):
 def test_xmodal_data_contact_sheet(fault, make_case):
     case = make_case(fault, "rgb_train", "rgb")  # the sheet draws labelled frames, the first one among them
     out = case.root / "sheet.png"
-    proc = run_cli("shared.cli", "contact-sheet", "--manifest", str(case.manifest), "--out", str(out), "--rows", "64",
-                   check=False)
+    proc = run_cli("xmodal_data.cli", "contact-sheet", "--manifest", str(case.manifest), "--out", str(out),
+                   "--rows", "64", check=False)
     _fails_naming(proc, case)
     assert not out.exists()
 

@@ -15,13 +15,13 @@ import pytest
 from pydantic import ValidationError
 
 from shared.features import decode_batch
-from shared.procs import free_port
 from student_trainer.logs import read_metrics
 from teacher_server.nginx_lb import NginxLbSettings, find_nginx, main, render_nginx_conf, start_nginx
 from teacher_server.reader import ChunkReader
 from teacher_server.settings import ServeSettings
 from teacher_server.store import FeatureStore
 from tests.servers import args_of, cli, kill9, wait_healthy
+from xmodal_pipeline.procs import free_port
 
 NGINX = find_nginx()
 needs_nginx = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (apt-get install nginx-light; "

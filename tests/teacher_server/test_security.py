@@ -13,11 +13,11 @@ import httpx
 import pytest
 
 from shared.features import decode_batch
-from shared.procs import free_port
 from teacher_server import deps
 from teacher_server.app import create_app
 from teacher_server.settings import ServeSettings
 from tests.servers import cli, kill9, uvicorn_thread, wait_healthy
+from xmodal_pipeline.procs import free_port
 
 LIMIT = 4096
 SECRET = b"do-not-serve-me"

@@ -10,14 +10,14 @@ from shared.camera import Intrinsics
 from shared.errors import ConfigError
 from shared.imageio import read_depth_m, read_depth_raw, read_rgb
 from shared.manifest import read_manifest
-from shared.synth import SPLIT_KINDS, SynthConfig, frame_id, generate_synth, synthesize_frame
-from shared.synth.contact_sheet import COLUMNS, make_contact_sheet
-from shared.synth.geometry import Pose, camera_pose, rot_y
-from shared.synth.labels import visible_boxes
-from shared.synth.render import cast_rays
-from shared.synth.scene import Light, Material, Part, Plane, Scene, SceneObject
-from shared.synth.sensor import KinectNoise, kinect_depth
-from shared.synth.shapes import Box, Capsule, Cone, Cylinder, Sphere
+from xmodal_data.synth import SPLIT_KINDS, SynthConfig, frame_id, generate_synth, synthesize_frame
+from xmodal_data.synth.contact_sheet import COLUMNS, make_contact_sheet
+from xmodal_data.synth.geometry import Pose, camera_pose, rot_y
+from xmodal_data.synth.labels import visible_boxes
+from xmodal_data.synth.render import cast_rays
+from xmodal_data.synth.scene import Light, Material, Part, Plane, Scene, SceneObject
+from xmodal_data.synth.sensor import KinectNoise, kinect_depth
+from xmodal_data.synth.shapes import Box, Capsule, Cone, Cylinder, Sphere
 
 TINY = SynthConfig.profile("tiny")
 GREY = Material(colour=(0.5, 0.5, 0.5), colour2=(0.3, 0.3, 0.3))

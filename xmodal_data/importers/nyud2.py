@@ -64,8 +64,8 @@ from tqdm import tqdm
 from shared.camera import NYUD2_KINECT, Intrinsics
 from shared.errors import ConfigError, DataError
 from shared.imageio import write_depth_mm, write_image
-from shared.importers.stamp import check_stamp
 from shared.manifest import FrameRecord, ManifestHeader, ObjectBox, write_manifest
+from xmodal_data.importers.stamp import check_stamp
 
 __all__ = [
     "DATASET",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from shared.synth.render import Hits
-from shared.synth.scene import Light, Material, Scene
+from xmodal_data.synth.render import Hits
+from xmodal_data.synth.scene import Light, Material, Scene
 
 __all__ = ["albedo_image", "pattern_mix", "shade"]
 

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared.synth.geometry import Pose
-from shared.synth.shapes import Shape
+from xmodal_data.synth.geometry import Pose
+from xmodal_data.synth.shapes import Shape
 
 __all__ = ["PATTERNS", "Light", "Material", "Part", "Plane", "Scene", "SceneObject"]
 
 PATTERNS = ("plain", "stripes", "bands", "checker", "planks")
-"""Procedural albedo patterns; see :func:`shared.synth.shading.pattern_mix`."""
+"""Procedural albedo patterns; see :func:`xmodal_data.synth.shading.pattern_mix`."""
 
 
 @dataclass(frozen=True)

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from shared.manifest import ObjectBox
-from shared.synth.config import SPLIT_KINDS, SynthConfig
-from shared.synth.labels import visible_boxes
-from shared.synth.render import Hits, cast_rays
-from shared.synth.sampling import move_objects, sample_scene
-from shared.synth.scene import Scene
-from shared.synth.sensor import kinect_depth, rgb_camera
-from shared.synth.shading import albedo_image, shade
+from xmodal_data.synth.config import SPLIT_KINDS, SynthConfig
+from xmodal_data.synth.labels import visible_boxes
+from xmodal_data.synth.render import Hits, cast_rays
+from xmodal_data.synth.sampling import move_objects, sample_scene
+from xmodal_data.synth.scene import Scene
+from xmodal_data.synth.sensor import kinect_depth, rgb_camera
+from xmodal_data.synth.shading import albedo_image, shade
 
 __all__ = ["SynthFrame", "frame_id", "frame_rngs", "render_view", "synthesize_frame"]
 
@@ -67,7 +67,7 @@ def render_view(scene: Scene, config: SynthConfig, rng: np.random.Generator) -> 
 
 
 def synthesize_frame(config: SynthConfig, split: str, index: int) -> SynthFrame:
-    """Frame ``index`` of ``split`` (see :data:`~shared.synth.config.SPLIT_KINDS` for what each split holds).
+    """Frame ``index`` of ``split`` (see :data:`~xmodal_data.synth.config.SPLIT_KINDS` for what each split holds).
 
     Raises:
         ValueError: unknown split.

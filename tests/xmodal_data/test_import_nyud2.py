@@ -15,7 +15,8 @@ import pytest
 from shared.camera import NYUD2_KINECT
 from shared.errors import ConfigError, DataError
 from shared.imageio import read_depth_raw, read_rgb
-from shared.importers.nyud2 import (
+from shared.manifest import read_manifest
+from xmodal_data.importers.nyud2 import (
     GUPTA_CLASSES,
     GUPTA_CROP,
     crop_gupta,
@@ -25,7 +26,6 @@ from shared.importers.nyud2 import (
     read_class_mapping40,
     read_splits,
 )
-from shared.manifest import read_manifest
 
 H, W = 48, 64
 SMALL = NYUD2_KINECT.resize(H, W)

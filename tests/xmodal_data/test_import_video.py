@@ -11,8 +11,8 @@ import pytest
 
 from shared.errors import ConfigError, DataError, ImageReadError
 from shared.imageio import read_rgb, write_image
-from shared.importers.video import fit_max_side, import_video, list_frames, pair_starts, sanitise_stem
 from shared.manifest import read_manifest
+from xmodal_data.importers.video import fit_max_side, import_video, list_frames, pair_starts, sanitise_stem
 
 H, W, SIDE, SPEED = 96, 128, 32, 2  # frame size, square side, pixels per frame to the right
 

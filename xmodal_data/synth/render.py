@@ -1,4 +1,4 @@
-"""Vectorised ray casting of a :class:`~shared.synth.scene.Scene`: geometry only (no colour).
+"""Vectorised ray casting of a :class:`~xmodal_data.synth.scene.Scene`: geometry only (no colour).
 
 One ray per pixel centre: pixel (row v, column u), 0-based, looks along the camera direction
 ``((u - cx) / fx, (v - cy) / fy, 1)``. Because that direction has unit z in the camera frame, the ray
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from shared.camera import Intrinsics
-from shared.synth.geometry import Pose
-from shared.synth.scene import Scene
+from xmodal_data.synth.geometry import Pose
+from xmodal_data.synth.scene import Scene
 
 __all__ = ["Hits", "camera_rays", "cast_rays"]
 

@@ -18,10 +18,10 @@ import cv2
 from tqdm import tqdm
 
 from shared.camera import Intrinsics
-from shared.flow import flow_image_from_pair
-from shared.hha import compute_hha
 from shared.imageio import read_depth_m, write_image
 from shared.manifest import FrameRecord, Manifest, read_manifest, write_manifest
+from xmodal_data.flow import flow_image_from_pair
+from xmodal_data.hha import compute_hha
 
 __all__ = ["MODALITIES", "EncodeJob", "encode_manifest"]
 

@@ -14,10 +14,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from shared.flow import compute_flow, encode_flow_image
-from shared.hha import compute_hha
+from shared.flow_image import encode_flow_image
 from shared.imageio import read_depth_m, read_rgb, write_image
 from shared.manifest import FrameRecord, Manifest, read_manifest
+from xmodal_data.flow import compute_flow
+from xmodal_data.hha import compute_hha
 
 __all__ = ["make_contact_sheet"]
 

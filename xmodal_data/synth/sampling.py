@@ -14,9 +14,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from shared.camera import Intrinsics
-from shared.synth.catalogue import CLASS_STYLES, CLUTTER_KINDS, SHAPE_CLASSES, footprint_radius, sample_parts
-from shared.synth.geometry import Pose, camera_pose, rot_x, rot_y, rot_z
-from shared.synth.scene import PATTERNS, Light, Material, Part, Plane, Scene, SceneObject
+from xmodal_data.synth.catalogue import CLASS_STYLES, CLUTTER_KINDS, SHAPE_CLASSES, footprint_radius, sample_parts
+from xmodal_data.synth.geometry import Pose, camera_pose, rot_x, rot_y, rot_z
+from xmodal_data.synth.scene import PATTERNS, Light, Material, Part, Plane, Scene, SceneObject
 
 __all__ = ["Room", "move_objects", "sample_scene"]
 

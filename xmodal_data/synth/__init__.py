@@ -4,10 +4,10 @@ video pairs for flow, and boxes from occlusion-aware instance masks.
 Entry point: :func:`generate_synth` with a :class:`SynthConfig` (``SynthConfig.profile("quick")``).
 """
 
-from shared.synth.catalogue import SHAPE_CLASSES
-from shared.synth.config import PROFILES, SPLIT_KINDS, SplitCounts, SynthConfig
-from shared.synth.dataset import MANIFEST_NAME, generate_synth
-from shared.synth.frames import SynthFrame, frame_id, synthesize_frame
+from xmodal_data.synth.catalogue import SHAPE_CLASSES
+from xmodal_data.synth.config import PROFILES, SPLIT_KINDS, SplitCounts, SynthConfig
+from xmodal_data.synth.dataset import MANIFEST_NAME, generate_synth
+from xmodal_data.synth.frames import SynthFrame, frame_id, synthesize_frame
 
 __all__ = [
     "MANIFEST_NAME",

@@ -27,8 +27,8 @@ from tqdm import tqdm
 from shared.errors import ConfigError
 from shared.imageio import write_depth_mm, write_image
 from shared.manifest import FrameRecord, ManifestHeader, write_manifest
-from shared.synth.config import SynthConfig
-from shared.synth.frames import frame_id, synthesize_frame
+from xmodal_data.synth.config import SynthConfig
+from xmodal_data.synth.frames import frame_id, synthesize_frame
 
 __all__ = ["GENERATOR_VERSION", "MANIFEST_NAME", "generate_synth"]
 

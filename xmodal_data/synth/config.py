@@ -8,8 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from shared.camera import Intrinsics
 from shared.errors import ConfigError
-from shared.synth.catalogue import SHAPE_CLASSES
-from shared.synth.sensor import KinectNoise
+from xmodal_data.synth.catalogue import SHAPE_CLASSES
+from xmodal_data.synth.sensor import KinectNoise
 
 __all__ = ["PROFILES", "SPLIT_KINDS", "SplitCounts", "SynthConfig"]
 

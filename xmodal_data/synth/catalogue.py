@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared.synth.scene import Part
-from shared.synth.shapes import Box, Capsule, Cone, Cylinder, Sphere
+from xmodal_data.synth.scene import Part
+from xmodal_data.synth.shapes import Box, Capsule, Cone, Cylinder, Sphere
 
 __all__ = ["CLASS_STYLES", "CLUTTER_KINDS", "SHAPE_CLASSES", "ClassStyle", "footprint_radius", "sample_parts"]
 

@@ -79,10 +79,10 @@ class VideoSettings(BaseSettings):
 
 
 def _synth(s: SynthSettings) -> None:
-    from shared.encode import encode_manifest
-    from shared.synth.config import SynthConfig
-    from shared.synth.contact_sheet import make_contact_sheet
-    from shared.synth.dataset import generate_synth
+    from xmodal_data.encode import encode_manifest
+    from xmodal_data.synth.config import SynthConfig
+    from xmodal_data.synth.contact_sheet import make_contact_sheet
+    from xmodal_data.synth.dataset import generate_synth
 
     config = SynthConfig.profile(s.profile).model_copy(update={"seed": s.seed})
     manifest = generate_synth(s.out, config, workers=s.workers, progress=s.progress)
@@ -93,14 +93,14 @@ def _synth(s: SynthSettings) -> None:
 
 
 def _encode(s: EncodeSettings) -> None:
-    from shared.encode import encode_manifest
+    from xmodal_data.encode import encode_manifest
 
     counts = encode_manifest(s.manifest, s.modalities, s.workers, s.flow_method, s.progress)
     print(f"encoded {counts} -> {s.manifest}")
 
 
 def _contact_sheet(s: ContactSheetSettings) -> None:
-    from shared.synth.contact_sheet import make_contact_sheet
+    from xmodal_data.synth.contact_sheet import make_contact_sheet
 
     print(f"wrote {make_contact_sheet(s.manifest, s.out, n=s.rows)}")
 
@@ -120,13 +120,13 @@ def _validate(s: ValidateSettings) -> None:
 
 
 def _nyud2(s: Nyud2Settings) -> None:
-    from shared.importers.nyud2 import import_nyud2
+    from xmodal_data.importers.nyud2 import import_nyud2
 
     print(f"wrote {import_nyud2(s.mat, s.meta, s.out, crop=s.crop, limit=s.limit, progress=s.progress)}")
 
 
 def _video(s: VideoSettings) -> None:
-    from shared.importers.video import import_video
+    from xmodal_data.importers.video import import_video
 
     path = import_video(
         s.source, s.out, dataset=s.dataset, stride=s.stride, step=s.step, max_side=s.max_side,

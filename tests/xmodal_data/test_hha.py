@@ -10,7 +10,8 @@ import pytest
 
 from shared.camera import NYUD2_KINECT, Intrinsics
 from shared.errors import DataError
-from shared.hha import (
+from shared.imageio import read_depth_m
+from xmodal_data.hha import (
     ANGLE_RADIUS,
     GRAVITY_RADIUS,
     box_sum,
@@ -22,7 +23,6 @@ from shared.hha import (
     surface_normals,
     to_uint8,
 )
-from shared.imageio import read_depth_m
 
 GUPTA_CAMERA = NYUD2_KINECT.crop(top=45, left=40, height=425, width=560)
 

@@ -4,7 +4,7 @@ A source is a video file (anything ``cv2.VideoCapture`` decodes) or a folder of 
 it, in natural order: ``frame_2`` before ``frame_10``; frame index = position in that order). A pair starts
 at every ``stride``-th frame ``t = 0, stride, 2 * stride, ...`` that has a frame ``t + step``. Both frames
 are optionally shrunk so their longer side is at most ``max_side`` (area interpolation), and the flow
-from t to t+step is computed and encoded with :mod:`shared.flow` (DIS by default).
+from t to t+step is computed and encoded with :mod:`xmodal_data.flow` (DIS by default).
 
 Outputs under ``out_dir``, named by the clip's stem and ``t``:
 
@@ -34,11 +34,12 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from shared.errors import ConfigError, DataError
-from shared.flow import FLOW_METHODS, compute_flow, encode_flow_image
+from shared.flow_image import encode_flow_image
 from shared.ids import FRAME_ID_PATTERN
 from shared.imageio import read_rgb, write_image
-from shared.importers.stamp import check_stamp
 from shared.manifest import FrameRecord, ManifestHeader, write_manifest
+from xmodal_data.flow import FLOW_METHODS, compute_flow
+from xmodal_data.importers.stamp import check_stamp
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -230,7 +231,7 @@ def import_video(
         max_side: shrink frames so the longer side is at most this many pixels; None keeps the size.
         split: split name of every record.
         progress: show a progress bar per clip.
-        flow_method: :func:`shared.flow.compute_flow` method (``dis`` or ``farneback``).
+        flow_method: :func:`xmodal_data.flow.compute_flow` method (``dis`` or ``farneback``).
 
     Returns:
         The manifest path, ``out_dir/manifest.jsonl``.

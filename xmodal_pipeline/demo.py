@@ -27,8 +27,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import XModalError
-from shared.procs import ProcessGroup, free_port
 from shared.settings import add_settings_arguments, settings_from_args
+from xmodal_pipeline.procs import ProcessGroup, free_port
 
 __all__ = ["DemoSettings", "main", "run_demo"]
 
@@ -67,7 +67,7 @@ class Demo:
         print(f"   {name}: {self.timings[name]:.1f} s", flush=True)
 
     def dataset(self) -> None:
-        self.p.run("data", "shared.cli", ["synth", "--profile", self.s.profile, "--out", self.data,
+        self.p.run("data", "xmodal_data.cli", ["synth", "--profile", self.s.profile, "--out", self.data,
                                           "--seed", self.s.seed, "--no-progress"])
 
     def proposals(self) -> None:
@@ -122,7 +122,7 @@ class Demo:
             "--device", self.s.device, *self.common]) for m in ("hha", "flow")])
 
     def write_report(self) -> Path:
-        from shared.report import write_demo_report
+        from xmodal_pipeline.report import write_demo_report
 
         return write_demo_report(self.s.out, self.runs, self.data, self.report, self.timings, self.s.profile)
 

@@ -9,17 +9,9 @@ import numpy as np
 import pytest
 
 from shared.errors import DataError, ImageReadError
-from shared.flow import (
-    FLOW_METHODS,
-    compute_flow,
-    encode_flow_image,
-    flip_flow,
-    flip_flow_image,
-    flow_image_from_pair,
-    read_flo,
-    write_flo,
-)
+from shared.flow_image import encode_flow_image, flip_flow, flip_flow_image
 from shared.imageio import read_rgb, write_image
+from xmodal_data.flow import FLOW_METHODS, compute_flow, flow_image_from_pair, read_flo, write_flo
 
 # Real consecutive frames (RAFT's demo images): DAVIS 1920x1080, KITTI 1242x375, MPI Sintel 1024x436.
 # Downscaled so each flow takes a few tens of milliseconds.
