@@ -24,7 +24,7 @@ import numpy as np
 
 from bench.common import REPO, cpu_seconds_of_descendants, machine, percentiles, served
 from shared.client import TeacherClient
-from shared.features import BATCH_MEDIA_TYPE, FeatureEncoding, decode_batch, decode_chunk, encoding
+from shared.features import BATCH_MEDIA_TYPE, FeatureEncoding, chunk_crc, decode_batch, decode_chunk, encoding
 from shared.nets.teachers import load_teacher
 from teacher_server.precompute import precompute
 from teacher_server.reader import ChunkReader
@@ -72,6 +72,24 @@ def in_process(reader: ChunkReader, enc: FeatureEncoding, ids: list[str], batch:
     dt = time.perf_counter() - t
     frames = sum(len(p) for p in parts)
     return {"frames_per_s": frames / dt, "bytes_per_frame": nbytes / frames}
+
+
+def hot_path_costs(reader: ChunkReader, enc: FeatureEncoding, ids: list[str]) -> dict:
+    """Per-frame cost of each step of the serving path on real chunks, best of 3 passes: the read (pread with the
+    shard index cached, CRC32C check included), the CRC32C check alone, and the client's decode."""
+    chunks = [reader.read(fid) for fid in ids]
+    timings: dict[str, float] = {}
+    steps = {"read_us_per_frame": lambda: [reader.read(fid) for fid in ids],
+             "crc32c_us_per_frame": lambda: [chunk_crc(c.data) for c in chunks],
+             "decode_us_per_frame": lambda: [decode_chunk(c.data, c.shape, enc) for c in chunks]}
+    for name, step in steps.items():
+        best = float("inf")
+        for _ in range(3):
+            t = time.perf_counter()
+            step()
+            best = min(best, time.perf_counter() - t)
+        timings[name] = best / len(ids) * 1e6
+    return {**timings, "chunk_bytes": float(np.mean([len(c.data) for c in chunks]))}
 
 
 def http_single(url: str, ids: list[str]) -> dict:
@@ -206,6 +224,7 @@ def main() -> None:
         }
         reader, enc = ChunkReader([opened]), opened.encoding
         frame_bytes = in_process(reader, enc, ids, args.batch)["bytes_per_frame"]
+        results["hot_path"] = hot_path_costs(reader, enc, ids)
         with served(store) as url, ProcessPoolExecutor(2, initializer=_worker_client, initargs=(url,)) as pool:
             list(pool.map(_worker_fetch, [ids[: args.batch]] * 2))  # start and connect both workers
             paths = {
@@ -242,6 +261,10 @@ def main() -> None:
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"Machine: {results['machine']}; teacher {results['teacher']}; {len(ids)} frames of {col.shape}, "
           f"{results['zero_fraction']:.0%} zeros\n")
+    hot = results["hot_path"]
+    print(f"Per frame ({hot['chunk_bytes']:.0f} B chunks, best of 3): server read incl. CRC32C check "
+          f"{hot['read_us_per_frame']:.2f} µs, of which CRC32C {hot['crc32c_us_per_frame']:.2f} µs; client decode "
+          f"{hot['decode_us_per_frame']:.2f} µs\n")
     print("| encoding | ratio vs float32 | max rel. error | mean abs error | encode+decode µs/frame |")
     print("|---|---|---|---|---|")
     for r in results["codecs"]:

@@ -95,6 +95,7 @@ class TeacherClient:
         self.wait_not_computed = wait_not_computed
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self._info: dict[str, Any] | None = None
+        self._encoding: FeatureEncoding
         self.retried = 0  # requests repeated after a transient failure (for logs and tests)
 
     # -- plumbing ---------------------------------------------------------------------------------
@@ -128,19 +129,33 @@ class TeacherClient:
 
     def _check(self, resp: Reply) -> Reply:
         if resp.status >= 400:
-            _raise_for(resp.status, *_error_of(resp))
+            code, message = _error_of(resp)
+            _raise_for(resp.status, code, f"{message} (teacher service {self.base_url})")
         return resp
+
+    def _decode(self, frame_id: str, data: bytes, shape: Sequence[int], out: np.ndarray | None = None) -> np.ndarray:
+        """:func:`decode_chunk`, a failure naming the frame, the server and the teacher (damaged in storage or in
+        transit: either way the frame is unusable and a trainer must say which)."""
+        try:
+            return decode_chunk(data, shape, self.encoding, out=out)
+        except DataError as e:
+            raise DataError(f"frame {frame_id!r} from teacher service {self.base_url} (teacher {self.teacher_id}) "
+                            f"cannot be decoded: {e}") from None
 
     # -- API --------------------------------------------------------------------------------------
     def info(self, refresh: bool = False) -> dict[str, Any]:
         """``GET /info`` (cached): teacher, encoding, collections, statistics, max_batch."""
         if self._info is None or refresh:
-            self._info = self._check(self._request("GET", "/info")).json()
+            info = self._check(self._request("GET", "/info")).json()
+            self._encoding = FeatureEncoding.from_dict(info["encoding"])
+            self._info = info
         return self._info
 
     @property
     def encoding(self) -> FeatureEncoding:
-        return FeatureEncoding.from_dict(self.info()["encoding"])
+        """The served chunks' encoding (parsed once per ``/info``: it is consulted per decoded frame)."""
+        self.info()
+        return self._encoding
 
     @property
     def teacher_id(self) -> str:
@@ -162,8 +177,9 @@ class TeacherClient:
             return cached
         resp = self._check(self._request("GET", f"/features/{frame_id}"))
         shape = tuple(int(v) for v in resp.headers[HEADER_SHAPE].split(","))
-        self._cache_put(frame_id, resp.body, shape)
-        return decode_chunk(resp.body, shape, self.encoding)
+        arr = self._decode(frame_id, resp.body, shape)
+        self._cache_put(frame_id, resp.body, shape)  # only bytes that decoded
+        return arr
 
     def get_npy(self, frame_id: str) -> np.ndarray:
         """One frame's map through the server-decoded ``.npy`` form."""
@@ -207,17 +223,17 @@ class TeacherClient:
                 fill(fid, hit.shape)[...] = hit
                 repeat(fid)
         step = int(self.info()["max_batch"])
-        enc = self.encoding
         for i in range(0, len(missing), step):
             body = json.dumps({"ids": missing[i : i + step], "strict": False}).encode()
             resp = self._check(self._request("POST", "/features/batch", body, _BATCH_HEADERS))
             for entry in decode_batch(resp.body):
                 if entry.status != 200:
-                    _raise_for(entry.status, entry.code or "error", entry.message or "")
+                    _raise_for(entry.status, entry.code or "error",
+                               f"{entry.message or ''} (teacher service {self.base_url})")
                 if entry.id in rows:
                     shape = entry.shape or ()
+                    self._decode(entry.id, entry.data, shape, out=fill(entry.id, shape))
                     self._cache_put(entry.id, entry.data, shape)
-                    decode_chunk(entry.data, shape, enc, out=fill(entry.id, shape))
                     repeat(entry.id)
         if rows:
             raise DataError(f"batch response lacks frames {sorted(rows)[:5]}")

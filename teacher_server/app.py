@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -21,6 +22,8 @@ from teacher_server.settings import ServeSettings
 from teacher_server.store import FeatureStore
 
 __all__ = ["create_app", "create_app_from_env", "open_reader"]
+
+log = logging.getLogger(__name__)
 
 # Domain error -> (HTTP status, stable error code). Clients switch on the code, people read the message.
 _ERRORS: list[tuple[type[Exception], int, str]] = [
@@ -42,6 +45,11 @@ def _error(status: int, code: str, message: str, metrics: Metrics, headers: dict
 def open_reader(settings: ServeSettings) -> ChunkReader:
     """Open every store read-only; they must share one teacher and encoding (one target space per server)."""
     stores = [FeatureStore.open(p) for p in settings.stores]
+    for s in stores:
+        if not s.encoding.crc32c:
+            log.warning("store %s is format version 1: its chunks carry no CRC32C, so damaged bytes are found only "
+                        "when a client decodes them; `teacher-server migrate --store %s --out NEW` copies it into a "
+                        "version-2 store", s.location, s.location)
     first = stores[0]
     for s in stores[1:]:
         if s.teacher != first.teacher or s.encoding != first.encoding:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from shared.errors import XModalError
 from shared.settings import Command, run_commands
-from teacher_server.settings import PrecomputeSettings, ServeSettings, VerifySettings
+from teacher_server.settings import MigrateSettings, PrecomputeSettings, ServeSettings, VerifySettings
 
 __all__ = ["main"]
 
@@ -67,20 +67,34 @@ def _verify(s: VerifySettings) -> None:
     from teacher_server.verify import verify_store
 
     store = FeatureStore.open(s.store)
-    damage = verify_store(store)
+    damage = verify_store(store, s.manifests or (), s.splits)
     for d in damage:
-        print(json.dumps(d.__dict__))
+        print(json.dumps(d.to_dict()))
     done = sum(int(c.done().sum()) for c in store.collections.values())
-    print(f"{s.store}: {done} done frames checked, {len(damage)} damaged", file=sys.stderr)
+    frames = len({d.frame_id for d in damage if d.frame_id is not None})
+    print(f"{s.store}: {done} done frames checked, {frames} damaged frames, {len(damage)} findings",
+          file=sys.stderr)
     if damage:
-        raise XModalError(f"{len(damage)} damaged frames; rerun precompute with --repair to rewrite them")
+        raise XModalError(f"{len(damage)} findings; rerun precompute with --repair (and the same manifests) to "
+                          "rewrite what is damaged")
+
+
+def _migrate(s: MigrateSettings) -> None:
+    from teacher_server.migrate import migrate_store
+
+    copied, skipped = migrate_store(s.store, s.out, progress=s.progress)
+    print(f"{s.out}: copied {copied} shards from {s.store} ({skipped} already there); `teacher-server verify "
+          f"--store {s.out}` checks the copy")
 
 
 _COMMANDS: dict[str, Command] = {
     "precompute": (PrecomputeSettings, _precompute,
                    "run a frozen teacher over manifests' RGB frames and store pool5 maps (resumable, --worker i/n)"),
     "serve": (ServeSettings, _serve, "serve stored maps over HTTP (GET /features/{id}, POST /features/batch)"),
-    "verify": (VerifySettings, _verify, "decode every done frame and list damaged ones (exit 2 if any)"),
+    "verify": (VerifySettings, _verify, "check every done frame's bytes and the store's metadata (with --manifests: "
+               "its ids) and list what is damaged (exit 2 if any)"),
+    "migrate": (MigrateSettings, _migrate, "copy a version-1 store (no chunk checksums) into a new version-2 store, "
+                "shard by shard (resumable); the values stay bit-identical"),
 }
 
 

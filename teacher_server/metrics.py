@@ -26,6 +26,8 @@ class Metrics:
                                  registry=self.registry)
         self.errors = Counter("teacher_errors_total", "error responses by error code", ["code"], registry=self.registry)
         self.frames = Counter("teacher_frames_served_total", "feature maps sent", ["route"], registry=self.registry)
+        self.frame_errors = Counter("teacher_batch_frame_errors_total", "frames of batch responses answered with an "
+                                    "error status, by error code", ["code"], registry=self.registry)
 
 
 def route_label(path: str) -> str:

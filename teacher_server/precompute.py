@@ -8,6 +8,7 @@ after its bytes are durable; a rerun skips done shards, ``repair`` recomputes da
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,9 +30,11 @@ from shared.manifest import read_manifest
 from shared.nets.geometry import feature_size
 from shared.nets.teachers import LoadedTeacher
 from teacher_server.store import Collection, CollectionSpec, FeatureStore, shard_statistics
-from teacher_server.verify import damaged_shards
+from teacher_server.verify import shard_damage
 
 __all__ = ["PrecomputeSummary", "WorkerSlot", "collection_specs", "precompute", "total_over_ranks", "worker_slot"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,34 @@ class _ShardBatches(Sampler[list[int]]):
         return len(self.batches)
 
 
+def shards_to_compute(store: FeatureStore, col: Collection, owned: Sequence[int], repair: bool) -> list[int]:
+    """The owned shards this run must (re)compute: those not done, and those marked done that fail a check.
+
+    Every run checks the shards it would skip structurally (the object opens, its index passes its CRC32C, its
+    statistics row exists), so a done frame is never reported while its bytes are unreadable; ``repair`` also
+    reads every chunk against its CRC32C. With ``repair``, a shard whose done-bitmap chunk is damaged but whose
+    bytes and statistics check out is marked done again instead of recomputed.
+    """
+    state = col.done_state()
+    todo = []
+    for k in owned:
+        rows = col.shard_rows(k)
+        where = f"shard {k} of {col.name!r} ({store.objects.describe(col.shard_key(k))})"
+        if k in state.unreadable:
+            if repair and not shard_damage(store, col, k):
+                log.warning("%s: rebuilt its damaged done bits (its bytes and statistics check out)", where)
+                col.mark_done(k)
+                continue
+            log.warning("%s is recomputed: its done-bitmap chunk is damaged", where)
+            todo.append(k)
+        elif not state.done[rows.start : rows.stop].all():
+            todo.append(k)
+        elif damage := shard_damage(store, col, k, deep=repair):
+            log.warning("%s is recomputed: %s", where, damage[0].reason)
+            todo.append(k)
+    return todo
+
+
 def _stored(feats: np.ndarray, enc: FeatureEncoding) -> np.ndarray:
     return feats.astype(np.dtype(enc.dtype))
 
@@ -182,7 +213,7 @@ def precompute(
     t0 = time.perf_counter()
     device = device or select_device("auto")
     specs, paths = collection_specs(manifests, splits, teacher, input_size)
-    store = FeatureStore.create_or_open(store_path, teacher.identity, encoding, specs, shard_frames)
+    store = FeatureStore.create_or_open(store_path, teacher.identity, encoding, specs, shard_frames, repair=repair)
     trunk = teacher.trunk.to(device)
     use_amp = amp and device.type == "cuda"
     if device.type == "cuda":
@@ -191,8 +222,7 @@ def precompute(
     for spec in specs:
         col = store.collections[spec.name]
         owned = [k for k in range(col.n_shards) if worker.owns(k)]
-        bad = set(damaged_shards(store, col, owned)) if repair else set()
-        todo = [k for k in owned if k in bad or not col.shard_done(k)]
+        todo = shards_to_compute(store, col, owned, repair)
         summary.frames_skipped += sum(len(col.shard_rows(k)) for k in owned if k not in todo)
         if not todo:  # a run that stopped after its last shard (kill -9, full disk) left the summary stale
             col.record_summary()

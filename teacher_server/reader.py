@@ -1,11 +1,12 @@
 """The serving hot path: stored chunk bytes by frame id with one ranged read per frame.
 
 Going through zarr's decode costs milliseconds per frame; reading the bytes at the offset given by the
-shard's index costs microseconds locally (``os.pread``) and one ranged GET on S3. Shard indexes
-(``16 * shard_frames`` bytes + a CRC32C, at the end of each shard object, per the Zarr v3 sharding spec) are
-fetched, checked and cached once per shard, with what identifies the shard's version (inode and size locally,
-the ETag on S3, where every ranged GET is conditional on it), so a shard rewritten by ``precompute --repair``
-is picked up. Byte access lives in ``storage.py``; this module knows the index format. The reader never writes.
+shard's index costs microseconds locally (``os.pread``) and one ranged GET on S3. Shard indexes are fetched,
+checked and cached once per shard (``shard_index.py``), with what identifies the shard's version (inode and size
+locally, the ETag on S3, where every ranged GET is conditional on it), so a shard rewritten by
+``precompute --repair`` is picked up. Every chunk of a version-2 store is checked against its CRC32C before it
+is sent (one hardware CRC over the chunk, no decode), so a damaged byte answers ``corrupt_feature`` for that frame
+only. Byte access lives in ``storage.py``. The reader never writes.
 """
 
 from __future__ import annotations
@@ -18,15 +19,15 @@ from dataclasses import dataclass
 import google_crc32c
 import numpy as np
 
-from shared.errors import FrameIdError, FrameNotFoundError
+from shared.errors import DataError, FrameIdError, FrameNotFoundError
+from shared.features import chunk_crc
 from shared.ids import validate_frame_id
 from teacher_server.errors import CorruptFeatureError, NotYetComputedError
-from teacher_server.storage import Blob, StaleBlobError, StoreObjects
+from teacher_server.shard_index import Shard, open_shard
+from teacher_server.storage import StaleBlobError
 from teacher_server.store import Collection, FeatureStore
 
 __all__ = ["FRAME_ERRORS", "ChunkReader", "FrameChunk", "FrameError"]
-
-_EMPTY = 2**64 - 1  # offset and size of a row never written
 
 FrameError = FrameIdError | FrameNotFoundError | NotYetComputedError | CorruptFeatureError
 FRAME_ERRORS = (FrameIdError, FrameNotFoundError, NotYetComputedError, CorruptFeatureError)
@@ -40,12 +41,6 @@ class FrameChunk:
     data: bytes
     shape: tuple[int, int, int]
     etag: str
-
-
-@dataclass
-class _Shard:
-    blob: Blob
-    rows: list[list[int]]  # per row [offset, nbytes]: Python ints, cheaper per lookup than a numpy array
 
 
 class ChunkReader:
@@ -62,7 +57,7 @@ class ChunkReader:
                     if fid in self._where:
                         raise ValueError(f"frame id {fid!r} is in two collections; ids must be unique per server")
                     self._where[fid] = (store, col, row)
-        self._shards: OrderedDict[tuple[int, int], _Shard] = OrderedDict()
+        self._shards: OrderedDict[tuple[int, int], Shard] = OrderedDict()
         self._max_open = max_open_shards
         self._lock = threading.Lock()
 
@@ -81,21 +76,22 @@ class ChunkReader:
             raise FrameNotFoundError(f"frame {frame_id!r} is not in any served store") from None
 
     def is_done(self, col: Collection, row: int) -> bool:
-        """Done bit, re-reading the shard's bitmap chunk when the cached bit is still 0."""
+        """Done bit, re-reading the shard's bitmap chunk when the cached bit is still 0.
+
+        Raises:
+            CorruptFeatureError: the shard's bitmap chunk cannot be read (fails its CRC32C).
+        """
         done = self._done[id(col)]
         if not done[row]:
-            rows = col.shard_rows(row // col.shard_frames)
-            done[rows.start : rows.stop] = np.asarray(col.done_array[rows.start : rows.stop], dtype=bool)
+            shard = row // col.shard_frames
+            rows = col.shard_rows(shard)
+            try:
+                done[rows.start : rows.stop] = np.asarray(col.done_array[rows.start : rows.stop], dtype=bool)
+            except (ValueError, RuntimeError, OSError) as e:
+                raise CorruptFeatureError(f"frame {col.ids[row]!r}: the done bitmap of shard {shard} of "
+                                          f"{col.where} is damaged ({e}); run `teacher-server precompute "
+                                          "--repair`") from None
         return bool(done[row])
-
-    def done_count(self) -> int:
-        """Frames done across all collections (re-read from the stores)."""
-        total = 0
-        for store in self.stores:
-            for col in store.collections.values():
-                self._done[id(col)] = col.done()
-                total += int(self._done[id(col)].sum())
-        return total
 
     @property
     def local(self) -> bool:
@@ -115,7 +111,7 @@ class ChunkReader:
     def read_many(self, frame_ids: Sequence[str]) -> list[FrameChunk | FrameError]:
         """Chunks of many frames in order, each failure in its frame's place (the exception :meth:`read` would
         raise). A shard is checked for replacement once per call, not once per frame."""
-        seen: dict[tuple[int, int], _Shard] = {}
+        seen: dict[tuple[int, int], Shard] = {}
         out: list[FrameChunk | FrameError] = []
         for fid in frame_ids:
             try:
@@ -124,26 +120,34 @@ class ChunkReader:
                 out.append(e)
         return out
 
-    def _read(self, frame_id: str, seen: dict[tuple[int, int], _Shard]) -> FrameChunk:
+    def _read(self, frame_id: str, seen: dict[tuple[int, int], Shard]) -> FrameChunk:
         store, col, row = self.locate(frame_id)
         if not self.is_done(col, row):
             raise NotYetComputedError(f"frame {frame_id!r} is known but not computed yet (precompute is running?)")
         shard_no, j = divmod(row, col.shard_frames)
         data = self._read_row(store, col, shard_no, j, frame_id, seen)
-        etag = f'"{store.teacher.weights_digest[:16]}-{google_crc32c.value(data):08x}"'
-        return FrameChunk(frame_id, data, col.shape, etag)
+        if store.encoding.crc32c:
+            try:
+                crc = chunk_crc(data)
+            except DataError:
+                raise CorruptFeatureError(f"frame {frame_id!r}: its chunk in shard {self._name(store, col, shard_no)} "
+                                          "fails its CRC32C (damaged bytes)") from None
+        else:  # version-1 store: no stored CRC, damage shows only when a client decodes
+            crc = google_crc32c.value(data)
+        return FrameChunk(frame_id, data, col.shape, f'"{store.teacher.weights_digest[:16]}-{crc:08x}"')
 
     def _read_row(self, store: FeatureStore, col: Collection, shard_no: int, j: int, frame_id: str,
-                  seen: dict[tuple[int, int], _Shard]) -> bytes:
+                  seen: dict[tuple[int, int], Shard]) -> bytes:
         """Row ``j`` of a shard: one ranged read; again with a fresh index if the shard was just replaced."""
         key = (id(col), shard_no)
         for _ in range(2):
             shard = seen.get(key) or self._shard(store, col, shard_no)
             seen[key] = shard
-            offset, nbytes = shard.rows[j]
-            if offset == _EMPTY or offset + nbytes > shard.blob.size:
+            entry = shard.entry(j)
+            if entry is None:
                 raise CorruptFeatureError(f"frame {frame_id!r}: shard {self._name(store, col, shard_no)} has no "
                                           f"valid entry for row {j}")
+            offset, nbytes = entry
             try:
                 data = shard.blob.read(offset, nbytes)
             except StaleBlobError:
@@ -153,6 +157,9 @@ class ChunkReader:
             except FileNotFoundError:
                 raise CorruptFeatureError(f"shard {self._name(store, col, shard_no)} is marked done but missing") \
                     from None
+            except OSError as e:
+                raise CorruptFeatureError(f"frame {frame_id!r}: shard {self._name(store, col, shard_no)} cannot be "
+                                          f"read ({type(e).__name__}: {e.strerror or e})") from None
             if len(data) != nbytes:
                 raise CorruptFeatureError(f"frame {frame_id!r}: shard {self._name(store, col, shard_no)} is "
                                           f"truncated ({len(data)} of {nbytes} bytes)")
@@ -164,7 +171,7 @@ class ChunkReader:
     def _name(store: FeatureStore, col: Collection, shard_no: int) -> str:
         return store.objects.describe(col.shard_key(shard_no))
 
-    def _shard(self, store: FeatureStore, col: Collection, shard_no: int) -> _Shard:
+    def _shard(self, store: FeatureStore, col: Collection, shard_no: int) -> Shard:
         """The cached shard (index checked once), reopened when its version changed."""
         key = (id(col), shard_no)
         objects = store.objects
@@ -176,7 +183,7 @@ class ChunkReader:
                     if self._shards.get(key) is cached:  # another thread may have evicted it meanwhile
                         self._shards.move_to_end(key)
                 return cached
-            shard = _open_shard(objects, col.shard_key(shard_no), col.shard_frames)
+            shard = open_shard(objects, col.shard_key(shard_no), col.shard_frames)
         except FileNotFoundError:
             raise CorruptFeatureError(f"shard {objects.describe(col.shard_key(shard_no))} is marked done but "
                                       "missing") from None
@@ -189,7 +196,7 @@ class ChunkReader:
                 self._shards.popitem(last=False)
         return shard
 
-    def _forget(self, key: tuple[int, int], shard: _Shard) -> None:
+    def _forget(self, key: tuple[int, int], shard: Shard) -> None:
         with self._lock:
             if self._shards.get(key) is shard:
                 del self._shards[key]
@@ -199,18 +206,3 @@ class ChunkReader:
             for shard in self._shards.values():
                 shard.blob.close()
             self._shards.clear()
-
-
-def _open_shard(objects: StoreObjects, key: str, shard_frames: int) -> _Shard:
-    """Fetch a shard's index (its last ``16 * shard_frames + 4`` bytes: one read) and check its CRC32C."""
-    index_bytes = 16 * shard_frames
-    describe = objects.describe
-    blob, tail = objects.open_tail(key, index_bytes + 4)
-    if len(tail) < index_bytes + 4:
-        blob.close()
-        raise CorruptFeatureError(f"shard {describe(key)} is truncated ({blob.size} bytes, its index alone needs "
-                                  f"{index_bytes + 4})")
-    if google_crc32c.value(tail[:-4]).to_bytes(4, "little") != tail[-4:]:
-        blob.close()
-        raise CorruptFeatureError(f"shard {describe(key)}: index checksum mismatch (truncated or overwritten file)")
-    return _Shard(blob=blob, rows=np.frombuffer(tail[:-4], dtype="<u8").reshape(shard_frames, 2).tolist())

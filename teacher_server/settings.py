@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["PrecomputeSettings", "ServeSettings", "VerifySettings"]
+__all__ = ["MigrateSettings", "PrecomputeSettings", "ServeSettings", "VerifySettings"]
 
 
 def _split_commas(value: object) -> object:
@@ -82,3 +82,15 @@ class VerifySettings(BaseSettings):
     model_config = _CONFIG
 
     store: StoreUrl = Field(description="feature store folder or s3://bucket/prefix to check")
+    manifests: PathList | None = Field(None, description="also check the stored frame ids against these manifests "
+                                       "(comma-separated in env)")
+    splits: StrList | None = Field(None, description="the splits precompute was given (with --manifests; default: "
+                                   "all)")
+
+
+class MigrateSettings(BaseSettings):
+    model_config = _CONFIG
+
+    store: StoreUrl = Field(description="a version-1 feature store (no chunk checksums) to copy")
+    out: StoreUrl = Field(description="the version-2 store to write (created; resumed if present)")
+    progress: bool = Field(True, description="show a progress bar")

@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import io
 import os
+import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -93,7 +94,7 @@ class StoreObjects(ABC):
 
     @abstractmethod
     def remove(self, key: str) -> None:
-        """Delete the object if it exists."""
+        """Delete the object if it exists (locally also a folder found where the object belongs)."""
 
     @abstractmethod
     def make_durable(self, key: str) -> None:
@@ -145,7 +146,11 @@ class _LocalObjects(StoreObjects):
         return _LocalBlob(path, file, st.st_ino, st.st_size), os.pread(file.fileno(), st.st_size - start, start)
 
     def remove(self, key: str) -> None:
-        (self.root / key).unlink(missing_ok=True)
+        path = self.root / key
+        if path.is_dir() and not path.is_symlink():  # damage: a folder where a shard or chunk file belongs
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
     def make_durable(self, key: str) -> None:
         """fsync the file and its folder so the rename that created it survives a power loss."""

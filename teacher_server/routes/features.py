@@ -12,7 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, Field, ValidationError
 
-from shared.errors import FrameIdError, FrameNotFoundError
+from shared.errors import DataError, FrameIdError, FrameNotFoundError
 from shared.features import (
     BATCH_MEDIA_TYPE,
     HEADER_CODEC,
@@ -90,8 +90,12 @@ async def get_feature(
         return Response(status_code=304, headers=headers)
     metrics.frames.labels("/features/{frame_id}").inc()
     if _wants_npy(format, accept):
+        try:
+            arr = decode_chunk(chunk.data, chunk.shape, reader.stores[0].encoding)
+        except DataError as e:  # a version-1 chunk (no CRC) damaged in storage shows only here
+            raise CorruptFeatureError(f"frame {frame_id!r}: {e}") from None
         buf = io.BytesIO()
-        np.save(buf, decode_chunk(chunk.data, chunk.shape, reader.stores[0].encoding), allow_pickle=False)
+        np.save(buf, arr, allow_pickle=False)
         headers[HEADER_DTYPE] = "float32"
         return Response(buf.getvalue(), media_type=NPY_MEDIA_TYPE, headers=headers)
     return Response(chunk.data, media_type=CHUNK_MEDIA_TYPE, headers=headers)
@@ -152,7 +156,12 @@ async def get_batch(request: Request, reader: ReaderDep, settings: SettingsDep, 
         raise BatchTooLargeError(f"batch of {len(req.ids)} ids exceeds max_batch={settings.max_batch}")
     chunks = await _off_loop(reader, reader.read_many, req.ids)
     entries = [_entry(fid, chunk, req.strict) for fid, chunk in zip(req.ids, chunks, strict=True)]
-    metrics.frames.labels("/features/batch").inc(sum(e.status == 200 for e in entries))
+    served = sum(e.status == 200 for e in entries)
+    metrics.frames.labels("/features/batch").inc(served)
+    if served < len(entries):
+        for e in entries:
+            if e.status != 200:
+                metrics.frame_errors.labels(e.code).inc()
     return Response(encode_batch(entries), media_type=BATCH_MEDIA_TYPE, headers=_encoding_headers(reader, None))
 
 
