@@ -52,7 +52,7 @@ def build_store(path: Path, frames: int = 2048, shape: tuple[int, int, int] = (2
         COLLECTION]
     for k in range(col.n_shards):
         feats = np.maximum(rng.standard_normal((len(col.shard_rows(k)), *shape), dtype=np.float32), 0)
-        col.write_shard(k, feats, shard_statistics(feats, feats))
+        col.write_shard(k, feats[:, None], shard_statistics(feats, feats))  # one view: identity
     col.record_summary()
     return path
 

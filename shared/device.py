@@ -1,12 +1,18 @@
-"""Device selection shared by every process: CUDA when present, a clear error when asked for but absent."""
+"""Device selection and mixed precision shared by every process: CUDA when present, a clear error when asked for
+but absent; autocast in float16 on CUDA and, when asked for, in bfloat16 on the CPU (the same code path)."""
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 
 from shared.errors import ConfigError
 
-__all__ = ["select_device"]
+__all__ = ["AMP_HELP", "autocast", "autocast_dtype", "select_device"]
+
+AMP_HELP = ("mixed precision: float16 autocast on CUDA (on there by default); on the CPU the same autocast path in "
+            "bfloat16, only when given (--amp; off by default: slower without bfloat16 hardware)")
 
 
 def select_device(name: str) -> torch.device:
@@ -19,3 +25,16 @@ def select_device(name: str) -> torch.device:
         return torch.device(name)
     except RuntimeError as e:
         raise ConfigError(f"invalid device {name!r}: {e}") from None
+
+
+def autocast_dtype(device: torch.device, amp: bool | None) -> torch.dtype | None:
+    """The autocast dtype for ``--amp`` (None: unset = on for CUDA only; True; False) on ``device``, or None for
+    float32."""
+    if amp is False or (amp is None and device.type != "cuda"):
+        return None
+    return torch.float16 if device.type == "cuda" else torch.bfloat16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager[object]:
+    """``torch.autocast`` in ``dtype`` on ``device``, or nothing for float32."""
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)

@@ -42,6 +42,7 @@ __all__ = [
     "HEADER_SHAPE",
     "HEADER_TEACHER",
     "NPY_MEDIA_TYPE",
+    "VIEWS",
     "BatchEntry",
     "FeatureEncoding",
     "chunk_crc",
@@ -59,6 +60,10 @@ HEADER_TEACHER = "X-Teacher-Id"
 BATCH_MEDIA_TYPE = "application/x-xmodal-batch"
 NPY_MEDIA_TYPE = "application/x-npy"
 BATCH_MAGIC = b"XMB1"
+VIEWS = ("identity", "mirror")
+"""What a stored map is of: ``identity`` = the teacher's map of the RGB frame; ``mirror`` = its map of the
+horizontally mirrored frame, computed by the teacher (a CNN is not mirror-equivariant: flipping the identity map
+is only an approximation of it)."""
 _FORMAT_VERSION = 2  # 2: chunks end with a CRC32C; 1 (read only): plain zstd frames
 _CRC_RESIDUE = 0x48674BC7  # CRC32C of any message followed by its own CRC32C (little-endian)
 

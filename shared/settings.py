@@ -38,6 +38,14 @@ def _is_sequence(annotation: Any) -> bool:
     return origin in (list, tuple, set, frozenset)
 
 
+def _is_flag(annotation: Any) -> bool:
+    """``bool`` or ``bool | None`` (unset = the command decides): a ``--x / --no-x`` flag."""
+    if annotation is bool:
+        return True
+    args = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else ()
+    return set(args) == {bool, type(None)}
+
+
 def _choices(annotation: Any) -> list[str] | None:
     """The allowed values of a ``Literal`` field (also inside ``list[Literal[...]]``), else None."""
     if typing.get_origin(annotation) is typing.Literal:
@@ -55,7 +63,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser, cls: type[BaseSettin
         shown = "required" if field.is_required() else f"default: {field.get_default(call_default_factory=True)}"
         help_text = f"{field.description or name} [env {env_name(cls, name)}; {shown}]"
         choices = _choices(field.annotation)
-        if field.annotation is bool:
+        if _is_flag(field.annotation):
             parser.add_argument(flag, dest=name, default=None, action=argparse.BooleanOptionalAction, help=help_text)
         elif _is_sequence(field.annotation):
             parser.add_argument(flag, dest=name, default=None, nargs="+", choices=choices, help=help_text)

@@ -30,7 +30,7 @@ def _precompute(s: PrecomputeSettings) -> None:
             s.store, s.manifests, teacher, encoding(s.encoding), splits=s.splits,
             input_size=tuple(s.input_size) if s.input_size else None,  # type: ignore[arg-type]
             shard_frames=s.shard_frames, batch_size=s.batch_size, loader_workers=s.loader_workers,
-            device=device, amp=s.amp, worker=worker, repair=s.repair, progress=s.progress,
+            device=device, amp=s.amp, views=s.views, worker=worker, repair=s.repair, progress=s.progress,
         )
         summary = total_over_ranks(summary, s.store, ranks)
     if not ranks.is_main:

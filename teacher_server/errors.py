@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from shared.errors import XModalError
 
-__all__ = ["BatchTooLargeError", "CorruptFeatureError", "NotYetComputedError"]
+__all__ = ["BatchTooLargeError", "CorruptFeatureError", "NotYetComputedError", "ViewNotStoredError"]
 
 
 class NotYetComputedError(XModalError, KeyError):
     """The frame belongs to a store but precompute has not finished its shard yet."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ViewNotStoredError(XModalError, KeyError):
+    """A view (e.g. ``mirror``) the frame's collection was not precomputed with."""
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""

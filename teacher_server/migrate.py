@@ -35,7 +35,7 @@ def _copy_shard(old: Collection, new: Collection, shard: int) -> bool:
     if row is None:  # lossless statistics from the stored values; the float32 error of a lossy store is unknown
         log.warning("shard %d of %r had no statistics row; recomputed from its stored values", shard, old.name)
         row = shard_statistics(stored.astype(np.float32), stored.astype(np.float32))
-    new.write_shard(shard, stored, row)
+    new.write_shard(shard, stored[:, None], row)  # format 1 stored one view: identity
     return True
 
 

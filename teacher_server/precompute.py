@@ -15,21 +15,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
-import numpy as np
 import torch
 from torch.distributed import ReduceOp
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from shared.device import select_device
+from shared.device import autocast, autocast_dtype, select_device
 from shared.distributed import Ranks, reduce_over_ranks
 from shared.errors import ConfigError, DataError
-from shared.features import FeatureEncoding
+from shared.features import VIEWS, FeatureEncoding
 from shared.imageio import read_rgb
 from shared.manifest import read_manifest
 from shared.nets.geometry import feature_size
 from shared.nets.teachers import LoadedTeacher
-from teacher_server.store import Collection, CollectionSpec, FeatureStore, shard_statistics
+from teacher_server.shard_writer import HostMaps, ShardWriter, to_host
+from teacher_server.store import Collection, CollectionSpec, FeatureStore
 from teacher_server.verify import shard_damage
 
 __all__ = ["PrecomputeSummary", "WorkerSlot", "collection_specs", "precompute", "total_over_ranks", "worker_slot"]
@@ -97,9 +97,10 @@ def _image_size(path: Path) -> tuple[int, int]:
 
 
 def collection_specs(
-    manifests: Sequence[Path], splits: Sequence[str] | None, teacher: LoadedTeacher, input_size: tuple[int, int] | None
+    manifests: Sequence[Path], splits: Sequence[str] | None, teacher: LoadedTeacher, input_size: tuple[int, int] | None,
+    views: Sequence[str] = VIEWS,
 ) -> tuple[list[CollectionSpec], dict[str, list[Path]]]:
-    """One collection per dataset: frame ids, RGB paths, pool5 shape for the teacher's input size."""
+    """One collection per dataset: frame ids, RGB paths, pool5 shape for the teacher's input size, the views."""
     frames: dict[str, list[tuple[str, Path]]] = {}
     for mpath in manifests:
         m = read_manifest(mpath)
@@ -112,7 +113,8 @@ def collection_specs(
         hw = input_size or _image_size(items[0][1])
         h5, w5 = feature_size(teacher.trunk, hw)
         shape = (teacher.identity.out_channels, h5, w5)
-        specs.append(CollectionSpec(name=name, ids=tuple(i for i, _ in items), shape=shape, input_size=hw))
+        specs.append(CollectionSpec(name=name, ids=tuple(i for i, _ in items), shape=shape, input_size=hw,
+                                    views=tuple(views)))
         paths[name] = [p for _, p in items]
     return specs, paths
 
@@ -185,8 +187,27 @@ def shards_to_compute(store: FeatureStore, col: Collection, owned: Sequence[int]
     return todo
 
 
-def _stored(feats: np.ndarray, enc: FeatureEncoding) -> np.ndarray:
-    return feats.astype(np.dtype(enc.dtype))
+def _forward_shards(loader: DataLoader, trunk: torch.nn.Module, col: Collection, todo: Sequence[int],
+                    writer: ShardWriter, device: torch.device, amp_dtype: torch.dtype | None, bar: tqdm) -> None:
+    """The teacher's forward over the loader's batches (every view of each), handing each finished shard to the
+    writer. Decoding runs in the loader's workers and writing in the writer's thread, so this loop only feeds
+    the device."""
+    mirror = "mirror" in col.views
+    pending: list[HostMaps] = []
+    shards = iter(todo)
+    shard, filled = next(shards), 0
+    with torch.inference_mode():
+        for x in loader:
+            x = x.to(device, non_blocking=True, memory_format=torch.channels_last)
+            with autocast(device, amp_dtype):
+                views = [trunk(x), *([trunk(torch.flip(x, dims=[3]))] if mirror else [])]
+            pending.append(to_host(torch.stack(views, dim=1)))
+            filled += len(x)
+            bar.update(len(x))
+            if filled == len(col.shard_rows(shard)):
+                writer.submit(shard, pending)
+                pending, filled = [], 0
+                shard = next(shards, -1)
 
 
 def precompute(
@@ -201,7 +222,8 @@ def precompute(
     batch_size: int = 32,
     loader_workers: int = 2,
     device: torch.device | None = None,
-    amp: bool = True,
+    amp: bool | None = None,
+    views: Sequence[str] = VIEWS,
     worker: WorkerSlot = WorkerSlot(),
     repair: bool = False,
     progress: bool = True,
@@ -209,15 +231,16 @@ def precompute(
     """Compute and store the teacher's pool5 for every frame this worker owns that is not done yet.
 
     ``store_path`` is a folder or ``s3://bucket/prefix``; either way each worker writes only its own shards.
+    ``views``: ``identity`` and, by default, ``mirror`` (the map of each frame mirrored left-right, computed by a
+    second forward: what a student trained on mirrored inputs must regress). ``amp``: see
+    :data:`shared.device.AMP_HELP`.
     """
     t0 = time.perf_counter()
     device = device or select_device("auto")
-    specs, paths = collection_specs(manifests, splits, teacher, input_size)
+    specs, paths = collection_specs(manifests, splits, teacher, input_size, views)
     store = FeatureStore.create_or_open(store_path, teacher.identity, encoding, specs, shard_frames, repair=repair)
-    trunk = teacher.trunk.to(device)
-    use_amp = amp and device.type == "cuda"
-    if device.type == "cuda":
-        trunk = trunk.to(memory_format=torch.channels_last)
+    trunk = teacher.trunk.to(device, memory_format=torch.channels_last)
+    amp_dtype = autocast_dtype(device, amp)
     summary = PrecomputeSummary()
     for spec in specs:
         col = store.collections[spec.name]
@@ -234,26 +257,13 @@ def precompute(
                             pin_memory=device.type == "cuda", persistent_workers=False)
         bar = tqdm(total=sum(len(col.shard_rows(k)) for k in todo), desc=f"precompute {spec.name}", unit="frame",
                    disable=not progress)
-        pending: list[np.ndarray] = []
-        shard_iter = iter(todo)
-        shard = next(shard_iter)
-        with torch.inference_mode():
-            for x in loader:
-                x = x.to(device, non_blocking=True)
-                if device.type == "cuda":
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                    y = trunk(x)
-                pending.append(y.float().cpu().numpy())
-                bar.update(len(x))
-                if sum(len(p) for p in pending) == len(col.shard_rows(shard)):
-                    feats = np.concatenate(pending)
-                    stored = _stored(feats, encoding)
-                    col.write_shard(shard, stored, shard_statistics(feats, stored.astype(np.float32)))
-                    summary.frames_computed += len(feats)
-                    summary.shards_written += 1
-                    pending = []
-                    shard = next(shard_iter, -1)
+        writer = ShardWriter(col, encoding)
+        try:
+            _forward_shards(loader, trunk, col, todo, writer, device, amp_dtype, bar)
+        finally:
+            writer.close()  # the shards already computed are written even when the loop fails
+            summary.frames_computed += writer.frames_written
+            summary.shards_written += writer.shards_written
         bar.close()
         col.record_summary()
         summary.collections[spec.name] = col.summary()

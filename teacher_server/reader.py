@@ -22,25 +22,26 @@ import numpy as np
 from shared.errors import DataError, FrameIdError, FrameNotFoundError
 from shared.features import chunk_crc
 from shared.ids import validate_frame_id
-from teacher_server.errors import CorruptFeatureError, NotYetComputedError
+from teacher_server.errors import CorruptFeatureError, NotYetComputedError, ViewNotStoredError
 from teacher_server.shard_index import Shard, open_shard
 from teacher_server.storage import StaleBlobError
 from teacher_server.store import Collection, FeatureStore
 
 __all__ = ["FRAME_ERRORS", "ChunkReader", "FrameChunk", "FrameError"]
 
-FrameError = FrameIdError | FrameNotFoundError | NotYetComputedError | CorruptFeatureError
-FRAME_ERRORS = (FrameIdError, FrameNotFoundError, NotYetComputedError, CorruptFeatureError)
+FrameError = FrameIdError | FrameNotFoundError | ViewNotStoredError | NotYetComputedError | CorruptFeatureError
+FRAME_ERRORS = (FrameIdError, FrameNotFoundError, ViewNotStoredError, NotYetComputedError, CorruptFeatureError)
 
 
 @dataclass(frozen=True)
 class FrameChunk:
-    """Stored bytes of one frame plus what a client needs to decode them."""
+    """Stored bytes of one view of one frame plus what a client needs to decode them."""
 
     frame_id: str
     data: bytes
     shape: tuple[int, int, int]
     etag: str
+    view: str = "identity"
 
 
 class ChunkReader:
@@ -99,33 +100,39 @@ class ChunkReader:
         server's event loop; reads from object storage are network calls and belong in a worker thread."""
         return all(store.location.path is not None for store in self.stores)
 
-    def read(self, frame_id: str) -> FrameChunk:
-        """The frame's stored (compressed) chunk bytes.
+    def read(self, frame_id: str, view: str = "identity") -> FrameChunk:
+        """The stored (compressed) chunk bytes of one view of a frame.
 
         Raises:
-            FrameIdError: malformed id.  FrameNotFoundError: unknown id.
-            NotYetComputedError: known but its shard is not done.  CorruptFeatureError: damaged bytes.
+            FrameIdError: malformed id.  FrameNotFoundError: unknown id.  ViewNotStoredError: a view the frame's
+            collection does not store.  NotYetComputedError: known but its shard is not done.
+            CorruptFeatureError: damaged bytes.
         """
-        return self._read(frame_id, {})
+        return self._read(frame_id, view, {})
 
-    def read_many(self, frame_ids: Sequence[str]) -> list[FrameChunk | FrameError]:
-        """Chunks of many frames in order, each failure in its frame's place (the exception :meth:`read` would
-        raise). A shard is checked for replacement once per call, not once per frame."""
+    def read_many(self, frame_ids: Sequence[str], views: Sequence[str] | None = None) -> list[FrameChunk | FrameError]:
+        """Chunks of many frames in order (``views[k]`` of frame k; default identity), each failure in its frame's
+        place (the exception :meth:`read` would raise). A shard is checked for replacement once per call, not once
+        per frame."""
         seen: dict[tuple[int, int], Shard] = {}
         out: list[FrameChunk | FrameError] = []
-        for fid in frame_ids:
+        for k, fid in enumerate(frame_ids):
             try:
-                out.append(self._read(fid, seen))
+                out.append(self._read(fid, views[k] if views is not None else "identity", seen))
             except FRAME_ERRORS as e:
                 out.append(e)
         return out
 
-    def _read(self, frame_id: str, seen: dict[tuple[int, int], Shard]) -> FrameChunk:
+    def _read(self, frame_id: str, view: str, seen: dict[tuple[int, int], Shard]) -> FrameChunk:
         store, col, row = self.locate(frame_id)
+        try:
+            v = col.view_index(view)
+        except KeyError as e:
+            raise ViewNotStoredError(f"frame {frame_id!r}: {e.args[0]}") from None
         if not self.is_done(col, row):
             raise NotYetComputedError(f"frame {frame_id!r} is known but not computed yet (precompute is running?)")
         shard_no, j = divmod(row, col.shard_frames)
-        data = self._read_row(store, col, shard_no, j, frame_id, seen)
+        data = self._read_row(store, col, shard_no, j * len(col.views) + v, frame_id, seen)
         if store.encoding.crc32c:
             try:
                 crc = chunk_crc(data)
@@ -134,11 +141,12 @@ class ChunkReader:
                                           "fails its CRC32C (damaged bytes)") from None
         else:  # version-1 store: no stored CRC, damage shows only when a client decodes
             crc = google_crc32c.value(data)
-        return FrameChunk(frame_id, data, col.shape, f'"{store.teacher.weights_digest[:16]}-{crc:08x}"')
+        tag = "" if view == "identity" else f"{view}-"
+        return FrameChunk(frame_id, data, col.shape, f'"{store.teacher.weights_digest[:16]}-{tag}{crc:08x}"', view)
 
     def _read_row(self, store: FeatureStore, col: Collection, shard_no: int, j: int, frame_id: str,
                   seen: dict[tuple[int, int], Shard]) -> bytes:
-        """Row ``j`` of a shard: one ranged read; again with a fresh index if the shard was just replaced."""
+        """Index entry ``j`` of a shard: one ranged read; again with a fresh index if the shard was just replaced."""
         key = (id(col), shard_no)
         for _ in range(2):
             shard = seen.get(key) or self._shard(store, col, shard_no)
@@ -146,7 +154,7 @@ class ChunkReader:
             entry = shard.entry(j)
             if entry is None:
                 raise CorruptFeatureError(f"frame {frame_id!r}: shard {self._name(store, col, shard_no)} has no "
-                                          f"valid entry for row {j}")
+                                          f"valid entry {j}")
             offset, nbytes = entry
             try:
                 data = shard.blob.read(offset, nbytes)
@@ -183,7 +191,7 @@ class ChunkReader:
                     if self._shards.get(key) is cached:  # another thread may have evicted it meanwhile
                         self._shards.move_to_end(key)
                 return cached
-            shard = open_shard(objects, col.shard_key(shard_no), col.shard_frames)
+            shard = open_shard(objects, col.shard_key(shard_no), col.entries_per_shard)
         except FileNotFoundError:
             raise CorruptFeatureError(f"shard {objects.describe(col.shard_key(shard_no))} is marked done but "
                                       "missing") from None

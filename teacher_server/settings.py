@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from shared.device import AMP_HELP
+
 __all__ = ["MigrateSettings", "PrecomputeSettings", "ServeSettings", "VerifySettings"]
 
 
@@ -51,7 +53,10 @@ class PrecomputeSettings(BaseSettings):
     batch_size: int = Field(32, ge=1, description="frames per forward pass")
     loader_workers: int = Field(2, ge=0, description="DataLoader processes decoding images")
     device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
-    amp: bool = Field(True, description="float16 autocast on CUDA")
+    amp: bool | None = Field(None, description=AMP_HELP)
+    views: list[Literal["identity", "mirror"]] = Field(
+        ["identity", "mirror"], description="maps stored per frame: identity, and mirror = the teacher's map of the "
+        "mirrored frame (a second forward; what students trained with flips regress exactly)")
     worker: str | None = Field(None, pattern=r"^\d+/\d+$", description="this process's share i/n of the shards "
                                "(default: torchrun's RANK/WORLD_SIZE, else 0/1)")
     repair: bool = Field(False, description="re-verify done shards and recompute damaged ones")

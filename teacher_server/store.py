@@ -3,12 +3,16 @@
 Layout (all Zarr v3)::
 
     <store>/zarr.json                      attributes["xmodal"]: format, version, teacher, encoding, collections, digest
-    <store>/<collection>/zarr.json         attributes["xmodal"]: shape (C, H, W), input_size, shard_frames, frames,
-                                           ids_digest, teacher_id, summary, digest
-    <store>/<collection>/features          (N, C, H, W): chunk = 1 frame, shard = ``shard_frames`` frames
+    <store>/<collection>/zarr.json         attributes["xmodal"]: shape (C, H, W), views, input_size, shard_frames,
+                                           frames, ids_digest, teacher_id, summary, digest
+    <store>/<collection>/features          (N, V, C, H, W): chunk = one view of one frame, shard = ``shard_frames``
+                                           frames with all their V views (version 1: (N, C, H, W), one view)
     <store>/<collection>/ids               (N,) UTF-8 frame ids (row i holds frame ids[i])
     <store>/<collection>/done              (N,) uint8 completion bitmap, chunked by shard
     <store>/<collection>/shard_stats       (n_shards, 8 + C) float64 per-shard statistics (see ShardStats)
+
+Views (``shared.features.VIEWS``): ``identity`` is the teacher's map of the frame, ``mirror`` its map of the
+mirrored frame (computed, so a student trained on mirrored inputs regresses the exact target).
 
 Integrity (format version 2): every feature chunk ends with its CRC32C (zarr's ``crc32c`` codec after zstd), so a
 damaged byte is found without decoding; the ``ids``, ``done`` and ``shard_stats`` chunks carry CRC32Cs too; the
@@ -40,7 +44,7 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.errors import ContainsArrayError, ContainsGroupError, NodeNotFoundError
 
 from shared.errors import DataError, XModalError
-from shared.features import FeatureEncoding
+from shared.features import VIEWS, FeatureEncoding
 from shared.identity import TeacherIdentity
 from shared.ids import validate_frame_id
 from teacher_server.storage import StoreLocation, StoreObjects, open_objects
@@ -130,12 +134,13 @@ def _write_checked(root: StoreLocation, what: str) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class CollectionSpec:
-    """What a collection will hold: its frame ids in row order, map shape and teacher input size."""
+    """What a collection will hold: its frame ids in row order, map shape, teacher input size and views."""
 
     name: str
     ids: tuple[str, ...]
     shape: tuple[int, int, int]
     input_size: tuple[int, int]
+    views: tuple[str, ...] = ("identity",)
 
 
 @dataclass(frozen=True)
@@ -214,6 +219,7 @@ class Collection:
             self.shape: tuple[int, int, int] = tuple(meta["shape"])  # type: ignore[assignment]
             self.input_size: tuple[int, int] = tuple(meta["input_size"])  # type: ignore[assignment]
             self.shard_frames: int = int(meta["shard_frames"])
+            self.views: tuple[str, ...] = tuple(meta.get("views", ["identity"]))
         except (KeyError, TypeError, ValueError) as e:
             raise StoreDamagedError(f"{self.where}/zarr.json lacks its xmodal attributes ({e!r}); "
                                     + REPAIR_HINT) from None
@@ -238,6 +244,11 @@ class Collection:
     def shard_rows(self, shard: int) -> range:
         """Rows (frame indices) of ``shard``."""
         return range(shard * self.shard_frames, min((shard + 1) * self.shard_frames, self.n_frames))
+
+    @property
+    def entries_per_shard(self) -> int:
+        """Chunks in a shard's index: every view of every frame (frame-major)."""
+        return self.shard_frames * len(self.views)
 
     def shard_key(self, shard: int) -> str:
         """Store key of a features shard, e.g. ``synth/features/c/3/0/0/0``."""
@@ -278,13 +289,26 @@ class Collection:
         except _UNREADABLE:
             return False
 
-    def read(self, rows: slice | Sequence[int]) -> np.ndarray:
-        """Decoded maps through zarr (float32, for verification and tests; serving uses the fast reader)."""
-        return np.asarray(self.features.oindex[rows] if not isinstance(rows, slice) else self.features[rows],
-                          dtype=np.float32)
+    def view_index(self, view: str) -> int:
+        """Position of ``view`` along the features' view axis. Raises KeyError naming the views stored."""
+        try:
+            return self.views.index(view)
+        except ValueError:
+            raise KeyError(f"collection {self.name!r} of {self.where} stores views {list(self.views)}, not "
+                           f"{view!r}") from None
+
+    def read(self, rows: slice | Sequence[int], view: str = "identity") -> np.ndarray:
+        """Decoded maps (n, C, H, W) through zarr (float32, for verification and tests; serving uses the fast
+        reader)."""
+        rows = rows if isinstance(rows, slice) else list(rows)
+        if self.features.ndim == 4:  # format 1: one view
+            self.view_index(view)
+            return np.asarray(self.features.oindex[rows], dtype=np.float32)
+        return np.asarray(self.features.oindex[rows, self.view_index(view)], dtype=np.float32)
 
     def write_shard(self, shard: int, stored: np.ndarray, stats_row: np.ndarray) -> None:
-        """Write one whole shard, make it durable, then its statistics, then mark its frames done.
+        """Write one whole shard (``stored``: (n, V, C, H, W), every view), make it durable, then its statistics,
+        then mark its frames done.
 
         A previous file of this shard (a damaged one being repaired, or one written just before a crash that
         came before its done bits) is removed first, so zarr never merges new chunks into old bytes; so are
@@ -292,8 +316,9 @@ class Collection:
         with the shard not done.
         """
         rows = self.shard_rows(shard)
-        if stored.shape != (len(rows), *self.shape):
-            raise DataError(f"shard {shard} of {self.name!r} expects {(len(rows), *self.shape)}, got {stored.shape}")
+        want = (len(rows), len(self.views), *self.shape)
+        if stored.shape != want:
+            raise DataError(f"shard {shard} of {self.name!r} expects {want}, got {stored.shape}")
         key, objects = self.shard_key(shard), self.objects
         what = f"shard {shard} of collection {self.name!r} (frames {self.ids[rows.start]}..{self.ids[rows.stop - 1]})"
         with _write_checked(objects.location, what):
@@ -305,6 +330,7 @@ class Collection:
             self.features[rows.start : rows.stop] = stored
             objects.make_durable(key)
             row = stats_row.copy()
+            row[COLUMNS.raw_bytes] = stored.size * 4  # float32 bytes of every view stored (the ratio's numerator)
             row[COLUMNS.stored_bytes] = objects.size(key)
             self.stats_array[shard] = row
             self.done_array[rows.start : rows.stop] = 1
@@ -525,6 +551,10 @@ def _check_collection(location: StoreLocation, col: Collection, spec: Collection
             f"collection {spec.name!r} in {location} holds {col.n_frames} frames of shape {col.shape}; this run "
             f"has {len(spec.ids)} frames of shape {spec.shape} (same manifest and input size expected)"
         )
+    if col.views != tuple(spec.views):
+        raise StoreMismatchError(f"collection {spec.name!r} in {location} stores views {list(col.views)}, this run "
+                                 f"asks for {list(spec.views)} (pass --views {' '.join(col.views)} or use another "
+                                 "store)")
 
 
 def _ensure(create: Callable[[], _Node], existing: Callable[[], _Node]) -> _Node:
@@ -564,7 +594,11 @@ def _create_collection(group: zarr.Group, spec: CollectionSpec, enc: FeatureEnco
     """
     for fid in spec.ids:
         validate_frame_id(fid)
-    n, (c, h, w) = len(spec.ids), spec.shape
+    if not spec.views or spec.views[0] != "identity" or len(set(spec.views)) != len(spec.views) \
+            or not set(spec.views) <= set(VIEWS):
+        raise ValueError(f"views must start with 'identity' and name each of {list(VIEWS)} at most once, got "
+                         f"{list(spec.views)}")
+    n, (c, h, w), v = len(spec.ids), spec.shape, len(spec.views)
     where = objects.describe(spec.name)
     try:
         sub = _ensure(lambda: group.create_group(spec.name), lambda: group[spec.name])
@@ -579,10 +613,10 @@ def _create_collection(group: zarr.Group, spec: CollectionSpec, enc: FeatureEnco
     s = max(1, min(int(meta.get("shard_frames", shard_frames)), n))
     compressors = [ZstdCodec(level=enc.level, checksum=enc.checksum), *([Crc32cCodec()] if enc.crc32c else [])]
     _ensure_array(
-        sub, "features", objects, rebuild, shape=(n, c, h, w), dtype=enc.dtype, chunks=(1, c, h, w),
-        shards=(s, c, h, w), compressors=compressors, fill_value=0,
+        sub, "features", objects, rebuild, shape=(n, v, c, h, w), dtype=enc.dtype, chunks=(1, 1, c, h, w),
+        shards=(s, v, c, h, w), compressors=compressors, fill_value=0,
         config={"write_empty_chunks": True},  # an all-zero map is still a stored chunk the server can send
-        dimension_names=("frame", "channel", "y", "x"),
+        dimension_names=("frame", "view", "channel", "y", "x"),
     )
     ids = _ensure_array(sub, "ids", objects, rebuild, shape=(n,), dtype=str, chunks=(min(n, 65536),),
                         compressors=_CHECKED)
@@ -605,7 +639,8 @@ def _create_collection(group: zarr.Group, spec: CollectionSpec, enc: FeatureEnco
     n_shards = -(-n // s)
     _ensure_array(sub, "shard_stats", objects, rebuild, shape=(n_shards, _N_FIXED_STATS + c), dtype="float64",
                   chunks=(1, _N_FIXED_STATS + c), fill_value=0.0, compressors=_CHECKED)
-    attrs = {**meta, "shape": [c, h, w], "input_size": list(spec.input_size), "shard_frames": s, "frames": n,
+    attrs = {**meta, "shape": [c, h, w], "views": list(spec.views), "input_size": list(spec.input_size),
+             "shard_frames": s, "frames": n,
              "ids_digest": ids_digest(spec.ids), "teacher_id": teacher.short_id()}
     sub.attrs["xmodal"] = _sealed(attrs)
 

@@ -66,16 +66,19 @@ def shard_damage(store: FeatureStore, col: Collection, shard: int, deep: bool = 
     if col.stats_row(shard) is None:
         found.append(Damage(col.name, shard, None, "its statistics row is missing or damaged"))
     try:
-        opened = open_shard(store.objects, col.shard_key(shard), col.shard_frames)
+        opened = open_shard(store.objects, col.shard_key(shard), col.entries_per_shard)
     except (FileNotFoundError, CorruptFeatureError) as e:
         reason = str(e) if isinstance(e, CorruptFeatureError) else "the shard is marked done but missing"
         return found + [Damage(col.name, shard, col.ids[r], reason) for r in rows]
+    n_views = len(col.views)
     try:
         for j, r in enumerate(rows):
-            entry = opened.entry(j)
-            reason = _chunk_damage(store, col, opened.blob, entry) if deep or entry is None else None
-            if reason is not None:
-                found.append(Damage(col.name, shard, col.ids[r], reason))
+            for v, view in enumerate(col.views):
+                entry = opened.entry(j * n_views + v)
+                reason = _chunk_damage(store, col, opened.blob, entry) if deep or entry is None else None
+                if reason is not None:
+                    found.append(Damage(col.name, shard, col.ids[r], reason if n_views == 1 else
+                                        f"view {view}: {reason}"))
     except OSError as e:  # a shard that became unreadable between the index and a chunk
         found += [Damage(col.name, shard, col.ids[r], f"cannot be read ({e})") for r in rows]
     finally:

@@ -67,7 +67,7 @@ def test_two_ddp_ranks_train_like_one_process_and_resume(tmp_path, synth_tiny, s
     recorder = BatchRecorder(create_app(ServeSettings(stores=[synth_store])))
     out = tmp_path / "ddp"
     with uvicorn_thread(recorder) as url:
-        args = [*args_of(**SETTINGS, teacher_url=url, manifest=synth_tiny, out=out, batch_norm="false"),
+        args = [*args_of(**SETTINGS, teacher_url=url, manifest=synth_tiny, out=out), "--no-batch-norm",
                 "--no-progress"]
         first = run_torchrun(2, "student_trainer.cli", "transfer", *args, "--iterations", "8")
         rows = read_metrics(out / "metrics.jsonl")

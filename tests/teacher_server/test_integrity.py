@@ -38,8 +38,8 @@ def _flip_chunk_byte(store: Path, row: int) -> None:
     """Flip one byte in the middle of frame ``row``'s chunk (inside the zstd data, not the shard index)."""
     col = FeatureStore.open(store).collections["tiny"]
     shard, j = divmod(row, col.shard_frames)
-    opened = open_shard(col.objects, col.shard_key(shard), col.shard_frames)
-    offset, nbytes = opened.entry(j)
+    opened = open_shard(col.objects, col.shard_key(shard), col.entries_per_shard)
+    offset, nbytes = opened.entry(j * len(col.views))  # the identity view
     opened.blob.close()
     path = store / col.shard_key(shard)
     data = bytearray(path.read_bytes())
@@ -83,9 +83,8 @@ def test_a_flipped_chunk_byte_is_corrupt_feature_everywhere(store, dataset, teac
                                                                            "tiny.0011"]}).content)
         assert [(e.status, e.code) for e in batch] == [(200, None), (500, "corrupt_feature"), (200, None)]
         assert _metric(url, "teacher_batch_frame_errors_total", "corrupt_feature") == 1
-        with TeacherClient(url, retries=0) as c:
-            with pytest.raises(FeatureServiceError, match=f"tiny.0010.*{url}"):
-                c.get_many(["tiny.0009", "tiny.0010"])
+        with TeacherClient(url, retries=0) as c, pytest.raises(FeatureServiceError, match=f"tiny.0010.*{url}"):
+            c.get_many(["tiny.0009", "tiny.0010"])
     found = verify_store(FeatureStore.open(store))
     assert [(d.shard, d.frame_id) for d in found] == [(1, "tiny.0010")]
     assert "CRC32C" in found[0].reason
@@ -160,7 +159,7 @@ def _flip_file_byte(path: Path, offset: int = -6) -> None:
 
 def test_a_flipped_bit_in_the_ids_never_renames_a_frame(store, dataset, teacher, store_path):
     _flip_file_byte(store / "tiny" / "ids" / "c" / "0", 10)
-    with pytest.raises(StoreDamagedError, match="ids.*--repair"):
+    with pytest.raises(StoreDamagedError, match=r"ids.*--repair"):
         FeatureStore.open(store)
     with pytest.raises(StoreDamagedError):
         open_reader(ServeSettings(stores=[store]))  # the server refuses to start rather than serve under wrong ids

@@ -63,7 +63,7 @@ def test_s3_store_equals_local_store_chunk_for_chunk(s3_store, store_path):
     assert store.collections["tiny"].done().all()
     assert store.collections["tiny"].summary() == FeatureStore.open(store_path).collections["tiny"].summary()
     keys = {o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=BUCKET, Prefix="teachers/tiny/")["Contents"]}
-    assert {"teachers/tiny/zarr.json", "teachers/tiny/tiny/features/c/4/0/0/0"} <= keys  # the local layout
+    assert {"teachers/tiny/zarr.json", "teachers/tiny/tiny/features/c/4/0/0/0/0"} <= keys  # the local layout
 
 
 def test_serve_from_s3_through_uvicorn_and_teacher_client(s3_store, store_path):
