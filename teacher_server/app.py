@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from shared.errors import FrameIdError, FrameNotFoundError, XModalError
 from teacher_server.deps import Unauthorized
 from teacher_server.errors import BatchTooLargeError, CorruptFeatureError, NotYetComputedError
+from teacher_server.http_semantics import AmbiguousHeaderError, HeadAsGet, UnsupportedMediaTypeError, allow_header
 from teacher_server.metrics import Metrics, MetricsMiddleware
 from teacher_server.reader import ChunkReader
 from teacher_server.routes import features, health, info
@@ -25,9 +26,11 @@ __all__ = ["create_app", "create_app_from_env", "open_reader"]
 # Domain error -> (HTTP status, stable error code). Clients switch on the code, people read the message.
 _ERRORS: list[tuple[type[Exception], int, str]] = [
     (FrameIdError, 400, "malformed_id"),
+    (AmbiguousHeaderError, 400, "ambiguous_header"),
     (NotYetComputedError, 404, "not_computed"),
     (FrameNotFoundError, 404, "unknown_frame"),
     (BatchTooLargeError, 413, "too_large"),
+    (UnsupportedMediaTypeError, 415, "unsupported_media_type"),
     (BatchRequestError, 422, "invalid_request"),
     (CorruptFeatureError, 500, "corrupt_feature"),
     (Unauthorized, 401, "unauthorized"),
@@ -73,6 +76,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         redirect_slashes=False,  # "/features/<id>/" is a JSON 404, not a redirect built from the Host header
     )
     app.state.settings, app.state.metrics = settings, metrics
+    app.add_middleware(HeadAsGet)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     for router in (features.router, info.router, health.router):
         app.include_router(router)
@@ -93,7 +97,11 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     async def http_error(request: Request, exc: StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _error(exc.status_code, code, str(exc.detail), metrics)
+        headers, message = dict(exc.headers or {}), str(exc.detail)
+        if "Allow" in headers:  # a 405 must say what is allowed (RFC 9110 §15.5.6)
+            headers["Allow"] = allow_header(headers["Allow"])
+            message = f"{request.method} is not allowed on {request.scope['path']} (allowed: {headers['Allow']})"
+        return _error(exc.status_code, code, message, metrics, headers)
 
     app.add_exception_handler(RequestValidationError, validation)
     app.add_exception_handler(StarletteHTTPException, http_error)
