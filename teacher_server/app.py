@@ -13,7 +13,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from shared.errors import FrameIdError, FrameNotFoundError, XModalError
 from teacher_server.deps import Unauthorized
 from teacher_server.errors import BatchTooLargeError, CorruptFeatureError, NotYetComputedError
-from teacher_server.http_semantics import AmbiguousHeaderError, HeadAsGet, UnsupportedMediaTypeError, allow_header
+from teacher_server.http_semantics import (
+    AmbiguousHeaderError,
+    HeadAsGet,
+    RequestTimeoutError,
+    UnsupportedMediaTypeError,
+    allow_header,
+)
 from teacher_server.metrics import Metrics, MetricsMiddleware
 from teacher_server.reader import ChunkReader
 from teacher_server.routes import features, health, info
@@ -34,7 +40,9 @@ _ERRORS: list[tuple[type[Exception], int, str]] = [
     (BatchRequestError, 422, "invalid_request"),
     (CorruptFeatureError, 500, "corrupt_feature"),
     (Unauthorized, 401, "unauthorized"),
+    (RequestTimeoutError, 408, "request_timeout"),
 ]
+_ERROR_HEADERS = {401: {"WWW-Authenticate": "Bearer"}, 408: {"Connection": "close"}}  # 408: the rest may trickle
 
 
 def _error(status: int, code: str, message: str, metrics: Metrics, headers: dict[str, str] | None = None):
@@ -82,7 +90,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         app.include_router(router)
 
     for exc_type, status, code in _ERRORS:
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        headers = _ERROR_HEADERS.get(status)
 
         async def handler(request: Request, exc: Exception, status=status, code=code, headers=headers):
             message = str(exc) or "a valid bearer token is required"

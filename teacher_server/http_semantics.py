@@ -20,6 +20,7 @@ __all__ = [
     "AmbiguousHeaderError",
     "HeadAsGet",
     "MediaRange",
+    "RequestTimeoutError",
     "UnsupportedMediaTypeError",
     "allow_header",
     "etag_matches",
@@ -41,6 +42,10 @@ _ENTITY_TAG = re.compile(r'[\s,]*(?:W/)?("[\x21\x23-\x7e\x80-\xff]*")[\s,]*')
 
 class UnsupportedMediaTypeError(XModalError, ValueError):
     """A request body in a media type the route does not read (mapped to 415)."""
+
+
+class RequestTimeoutError(XModalError, TimeoutError):
+    """A request body did not arrive in time (mapped to 408, and the connection closed)."""
 
 
 class AmbiguousHeaderError(XModalError, ValueError):

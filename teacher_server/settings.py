@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -75,6 +76,8 @@ class ServeSettings(BaseSettings):
     header_timeout: float = Field(10.0, gt=0, description="seconds a connection gets to send a whole request head "
                                   "(from connecting, or from the first byte of each later request); a slower one "
                                   "gets 408 request_timeout and is closed, an idle new one is closed")
+    body_timeout: float = Field(30.0, gt=0, description="seconds a batch request's body may take to arrive once "
+                                "its head is in; a slower one gets 408 request_timeout and the connection closes")
     max_header_bytes: int = Field(65536, ge=1024, description="largest request head (request line + headers) in "
                                   "bytes; a larger one gets 431 header_too_large and is closed")
     max_connections: int = Field(512, ge=1, description="most open connections per worker process; a request on "
@@ -96,7 +99,7 @@ class ServeSettings(BaseSettings):
             return v.strip()
         return v
 
-    @property
+    @functools.cached_property
     def cache_control(self) -> str:
         """``Cache-Control`` of a frame's map: immutable, and ``private`` under a token (RFC 9111 §3.5: a shared
         cache must not hand a response to an authorised request to anyone else)."""

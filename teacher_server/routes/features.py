@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import Callable
 from typing import Annotated, TypeVar
@@ -28,6 +29,7 @@ from shared.features import (
 from teacher_server.deps import MetricsDep, ReaderDep, SettingsDep, require_token
 from teacher_server.errors import BatchTooLargeError, CorruptFeatureError, NotYetComputedError
 from teacher_server.http_semantics import (
+    RequestTimeoutError,
     UnsupportedMediaTypeError,
     etag_matches,
     is_json,
@@ -66,7 +68,8 @@ _DESCRIPTION_CHUNK = (
     "(weak comparison, `*` included) answers 304."
 )
 _DESCRIPTION_BATCH = (
-    "Body `{\"ids\": [...], \"strict\": false}`. Response `application/x-xmodal-batch`: "
+    "Body `{\"ids\": [...], \"strict\": false}` as `Content-Type: application/json` (415 otherwise; `strict` a "
+    "JSON boolean). Response `application/x-xmodal-batch`: "
     "`b'XMB1' | uint32 LE n | n bytes JSON {\"frames\": [{id, status, offset, length, shape, etag | code, message}]} "
     "| payload`, each entry's chunk at payload[offset:offset+length] in the encoding of the response headers. "
     "Unknown or not-yet-computed frames get their own status unless `strict` is true, which fails the request."
@@ -134,15 +137,21 @@ async def get_feature(
     return Response(chunk.data, media_type=CHUNK_MEDIA_TYPE, headers=headers)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The body, at most ``limit`` bytes, within ``timeout`` seconds (a client trickling it holds no connection)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BatchTooLargeError(f"request body of {declared} bytes exceeds the limit of {limit}")
     body = bytearray()
-    async for part in request.stream():
-        body += part
-        if len(body) > limit:
-            raise BatchTooLargeError(f"request body exceeds the limit of {limit} bytes")
+    try:
+        async with asyncio.timeout(timeout):
+            async for part in request.stream():
+                body += part
+                if len(body) > limit:
+                    raise BatchTooLargeError(f"request body exceeds the limit of {limit} bytes")
+    except TimeoutError:
+        raise RequestTimeoutError(f"the request body was not complete within {timeout:g} s "
+                                  f"({len(body)} bytes received)") from None
     return bytes(body)
 
 
@@ -183,7 +192,7 @@ async def get_batch(request: Request, reader: ReaderDep, settings: SettingsDep, 
     if not is_json(request.headers.get("content-type")):  # also keeps browsers' cross-site "simple" POSTs out
         raise UnsupportedMediaTypeError(
             f"the batch body must be Content-Type: application/json, got {request.headers.get('content-type')!r}")
-    body = await _read_body(request, settings.max_body_bytes)
+    body = await _read_body(request, settings.max_body_bytes, settings.body_timeout)
     try:
         req = BatchRequest.model_validate_json(body)
     except ValidationError as e:

@@ -1,5 +1,6 @@
 """Connection limits of the served protocol (teacher_server/server.py): a client that never finishes its request
-head is answered 408 and closed, an oversized head 431, connections over the cap 503 (issue 14, point 5).
+head (or batch body) is answered 408 and closed, an oversized head 431, connections over the cap 503 (issue 14,
+point 5).
 
 Bounded waits only: every socket has a timeout far above the server's limit, so a server that held the
 connection fails the test instead of hanging it; nothing asserts how fast the server was.
@@ -31,7 +32,7 @@ WAIT = 30.0  # the bound: 30x the head timeout
 
 @contextlib.contextmanager
 def served(store_path, **limits):
-    s = ServeSettings(stores=[store_path], header_timeout=HEAD_TIMEOUT, **limits)
+    s = ServeSettings(stores=[store_path], header_timeout=HEAD_TIMEOUT, body_timeout=HEAD_TIMEOUT, **limits)
     with uvicorn_thread(create_app(s), **uvicorn_options(s)) as url:
         yield urlsplit(url).hostname, urlsplit(url).port
 
@@ -113,6 +114,15 @@ def test_a_keep_alive_connection_sending_half_a_second_request_gets_408(server):
     finally:
         conn.close()
     assert status == 408 and err["code"] == "request_timeout"
+
+
+def test_a_batch_body_that_never_completes_gets_408_and_is_closed(server):
+    with socket.create_connection(server, timeout=WAIT) as sock:
+        sock.sendall(b"POST /features/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 1000\r\n\r\n" + b'{"ids": ["tiny.0001"')  # 20 of the 1000 bytes
+        status, headers, err = error_of(read_to_close(sock))
+    assert status == 408 and err["code"] == "request_timeout" and "20 bytes received" in err["message"]
+    assert headers["connection"] == "close"
 
 
 def test_an_oversized_head_gets_431(server):
