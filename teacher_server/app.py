@@ -14,6 +14,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from shared.errors import FrameIdError, FrameNotFoundError, XModalError
 from teacher_server.deps import Unauthorized
 from teacher_server.errors import BatchTooLargeError, CorruptFeatureError, NotYetComputedError
+from teacher_server.http_semantics import (
+    AmbiguousHeaderError,
+    HeadAsGet,
+    RequestTimeoutError,
+    UnsupportedMediaTypeError,
+    allow_header,
+)
 from teacher_server.metrics import Metrics, MetricsMiddleware
 from teacher_server.reader import ChunkReader
 from teacher_server.routes import features, health, info
@@ -28,13 +35,17 @@ log = logging.getLogger(__name__)
 # Domain error -> (HTTP status, stable error code). Clients switch on the code, people read the message.
 _ERRORS: list[tuple[type[Exception], int, str]] = [
     (FrameIdError, 400, "malformed_id"),
+    (AmbiguousHeaderError, 400, "ambiguous_header"),
     (NotYetComputedError, 404, "not_computed"),
     (FrameNotFoundError, 404, "unknown_frame"),
     (BatchTooLargeError, 413, "too_large"),
+    (UnsupportedMediaTypeError, 415, "unsupported_media_type"),
     (BatchRequestError, 422, "invalid_request"),
     (CorruptFeatureError, 500, "corrupt_feature"),
     (Unauthorized, 401, "unauthorized"),
+    (RequestTimeoutError, 408, "request_timeout"),
 ]
+_ERROR_HEADERS = {401: {"WWW-Authenticate": "Bearer"}, 408: {"Connection": "close"}}  # 408: the rest may trickle
 
 
 def _error(status: int, code: str, message: str, metrics: Metrics, headers: dict[str, str] | None = None):
@@ -81,12 +92,13 @@ def create_app(settings: ServeSettings) -> FastAPI:
         redirect_slashes=False,  # "/features/<id>/" is a JSON 404, not a redirect built from the Host header
     )
     app.state.settings, app.state.metrics = settings, metrics
+    app.add_middleware(HeadAsGet)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     for router in (features.router, info.router, health.router):
         app.include_router(router)
 
     for exc_type, status, code in _ERRORS:
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        headers = _ERROR_HEADERS.get(status)
 
         async def handler(request: Request, exc: Exception, status=status, code=code, headers=headers):
             message = str(exc) or "a valid bearer token is required"
@@ -101,7 +113,11 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     async def http_error(request: Request, exc: StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _error(exc.status_code, code, str(exc.detail), metrics)
+        headers, message = dict(exc.headers or {}), str(exc.detail)
+        if "Allow" in headers:  # a 405 must say what is allowed (RFC 9110 §15.5.6)
+            headers["Allow"] = allow_header(headers["Allow"])
+            message = f"{request.method} is not allowed on {request.scope['path']} (allowed: {headers['Allow']})"
+        return _error(exc.status_code, code, message, metrics, headers)
 
     app.add_exception_handler(RequestValidationError, validation)
     app.add_exception_handler(StarletteHTTPException, http_error)

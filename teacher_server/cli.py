@@ -48,9 +48,10 @@ def _serve(s: ServeSettings) -> None:
     import uvicorn
 
     from teacher_server.app import create_app
+    from teacher_server.server import uvicorn_options
 
     if s.workers == 1:
-        uvicorn.run(create_app(s), host=s.host, port=s.port, log_level=s.log_level)
+        uvicorn.run(create_app(s), host=s.host, port=s.port, log_level=s.log_level, **uvicorn_options(s))
         return
     # Several workers need an import string: hand the validated settings over through the environment.
     os.environ["TEACHER_STORES"] = ",".join(str(p) for p in s.stores)
@@ -59,7 +60,7 @@ def _serve(s: ServeSettings) -> None:
     if s.token is not None:
         os.environ["TEACHER_TOKEN"] = s.token.get_secret_value()
     uvicorn.run("teacher_server.app:create_app_from_env", factory=True, host=s.host, port=s.port,
-                workers=s.workers, log_level=s.log_level)
+                workers=s.workers, log_level=s.log_level, **uvicorn_options(s))  # (the options pickle)
 
 
 def _verify(s: VerifySettings) -> None:

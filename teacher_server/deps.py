@@ -11,6 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from teacher_server.http_semantics import AmbiguousHeaderError
 from teacher_server.metrics import Metrics
 from teacher_server.reader import ChunkReader
 from teacher_server.settings import ServeSettings
@@ -40,12 +41,19 @@ MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 
 
 async def require_token(request: Request) -> None:
-    """When a token is configured, require ``Authorization: Bearer <token>`` (constant-time compare)."""
+    """When a token is configured, require exactly one ``Authorization: Bearer <token>`` (constant-time compare).
+
+    Raises:
+        AmbiguousHeaderError: several Authorization headers (400).
+        Unauthorized: none, another scheme, or another token (401).
+    """
     token = request.app.state.settings.token
     if token is None:
         return
-    header = request.headers.get("authorization", "")
-    scheme, _, given = header.partition(" ")
+    given_headers = request.headers.getlist("authorization")
+    if len(given_headers) > 1:  # which one counts would depend on the proxy or framework reading it: refuse
+        raise AmbiguousHeaderError(f"{len(given_headers)} Authorization headers in one request; send one")
+    scheme, _, given = (given_headers[0] if given_headers else "").partition(" ")
     expected = token.get_secret_value().encode()
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
         raise Unauthorized()

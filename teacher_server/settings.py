@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -71,16 +72,43 @@ class ServeSettings(BaseSettings):
     host: str = Field("127.0.0.1", description="bind address (0.0.0.0 exposes the service to the network)")
     port: int = Field(8000, ge=0, le=65535, description="TCP port")
     token: SecretStr | None = Field(None, description="bearer token required on /features, /info and /metrics "
-                                    "(not on /healthz, /docs, /openapi.json)")
+                                    "(not on /healthz, /docs, /openapi.json); surrounding whitespace is stripped "
+                                    "(HTTP drops it from header values, so it could never match; a trailing "
+                                    "newline from a secrets file is the usual cause); empty means no token, "
+                                    "whitespace only is refused")
     max_batch: int = Field(512, ge=1, le=65536, description="most frame ids in one batch request")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="largest accepted request body")
+    header_timeout: float = Field(10.0, gt=0, description="seconds a connection gets to send a whole request head "
+                                  "(from connecting, or from the first byte of each later request); a slower one "
+                                  "gets 408 request_timeout and is closed, an idle new one is closed")
+    body_timeout: float = Field(30.0, gt=0, description="seconds a batch request's body may take to arrive once "
+                                "its head is in; a slower one gets 408 request_timeout and the connection closes")
+    max_header_bytes: int = Field(65536, ge=1024, description="largest request head (request line + headers) in "
+                                  "bytes; a larger one gets 431 header_too_large and is closed")
+    max_connections: int = Field(512, ge=1, description="most open connections per worker process; a request on "
+                                 "one beyond them gets 503 too_many_connections (Retry-After) and is closed")
+    keep_alive_timeout: float = Field(5.0, gt=0, description="seconds an idle keep-alive connection stays open")
     workers: int = Field(1, ge=1, description="uvicorn worker processes")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="log level")
 
     @field_validator("token", mode="before")
     @classmethod
-    def _empty_token_is_none(cls, v: object) -> object:
-        return None if v in ("", None) else v  # TEACHER_TOKEN= (empty, as in .env) means no auth
+    def _strip_token(cls, v: object) -> object:
+        if isinstance(v, SecretStr):
+            v = v.get_secret_value()
+        if v is None or v == "":
+            return None  # TEACHER_TOKEN= (empty, as in .env) means no auth
+        if isinstance(v, str):
+            if not v.strip():
+                raise ValueError("the token is only whitespace: set a token, or leave it empty for no auth")
+            return v.strip()
+        return v
+
+    @functools.cached_property
+    def cache_control(self) -> str:
+        """``Cache-Control`` of a frame's map: immutable, and ``private`` under a token (RFC 9111 §3.5: a shared
+        cache must not hand a response to an authorised request to anyone else)."""
+        return f"{'private' if self.token is not None else 'public'}, max-age=31536000, immutable"
 
 
 class VerifySettings(BaseSettings):

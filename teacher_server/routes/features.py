@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import Callable
 from typing import Annotated, TypeVar
@@ -10,7 +11,8 @@ import numpy as np
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.convertors import Convertor, register_url_convertor
 
 from shared.errors import DataError, FrameIdError, FrameNotFoundError
 from shared.features import (
@@ -26,22 +28,48 @@ from shared.features import (
 )
 from teacher_server.deps import MetricsDep, ReaderDep, SettingsDep, require_token
 from teacher_server.errors import BatchTooLargeError, CorruptFeatureError, NotYetComputedError
+from teacher_server.http_semantics import (
+    RequestTimeoutError,
+    UnsupportedMediaTypeError,
+    etag_matches,
+    is_json,
+    negotiate,
+    representation_etag,
+)
 from teacher_server.reader import ChunkReader, FrameChunk, FrameError
 
+
+class _FrameSegment(Convertor[str]):
+    """A path segment naming a frame: any but ``batch``, so ``GET /features/batch`` is the batch route's 405
+    (``Allow: POST``) rather than a lookup of a frame called "batch" (such a frame is served by batch only)."""
+
+    regex = "(?!batch$)[^/]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("frame_segment", _FrameSegment())
 router = APIRouter(prefix="/features", tags=["features"], dependencies=[Depends(require_token)])
 
 A = TypeVar("A")
 R = TypeVar("R")
 CHUNK_MEDIA_TYPE = "application/octet-stream"
-_IMMUTABLE = "public, max-age=31536000, immutable"
+_OFFERS = (CHUNK_MEDIA_TYPE, NPY_MEDIA_TYPE)  # what Accept chooses between; the stored bytes by default
 _DESCRIPTION_CHUNK = (
     "Default body: the frame's stored chunk exactly as in the Zarr store — the (C, H, W) map as "
     "little-endian `X-Feature-Dtype`, compressed with Zstandard (frame checksum on). Decode: "
-    "`np.frombuffer(zstd.decompress(body), '<f4' or '<f2').reshape(shape)`. With `?format=npy` or "
-    "`Accept: application/x-npy`: a plain float32 `.npy` file."
+    "`np.frombuffer(zstd.decompress(body), '<f4' or '<f2').reshape(shape)`. With `?format=npy`, or an "
+    "`Accept` header that prefers `application/x-npy` (q-values honoured): a plain float32 `.npy` file, with "
+    "its own ETag. Without `?format` the answer depends on `Accept` (`Vary: Accept`). `If-None-Match` "
+    "(weak comparison, `*` included) answers 304."
 )
 _DESCRIPTION_BATCH = (
-    "Body `{\"ids\": [...], \"strict\": false}`. Response `application/x-xmodal-batch`: "
+    "Body `{\"ids\": [...], \"strict\": false}` as `Content-Type: application/json` (415 otherwise; `strict` a "
+    "JSON boolean). Response `application/x-xmodal-batch`: "
     "`b'XMB1' | uint32 LE n | n bytes JSON {\"frames\": [{id, status, offset, length, shape, etag | code, message}]} "
     "| payload`, each entry's chunk at payload[offset:offset+length] in the encoding of the response headers. "
     "Unknown or not-yet-computed frames get their own status unless `strict` is true, which fails the request."
@@ -49,6 +77,8 @@ _DESCRIPTION_BATCH = (
 
 
 class BatchRequest(BaseModel):
+    model_config = ConfigDict(strict=True)  # "strict": "yes" or 1 is a mistake to report, not a true
+
     ids: list[str] = Field(description="frame ids, at most the server's max_batch (see /info)")
     strict: bool = Field(False, description="fail the whole request when any frame is unavailable")
 
@@ -66,17 +96,20 @@ def _encoding_headers(reader: ChunkReader, chunk_shape: tuple[int, ...] | None) 
 
 
 def _wants_npy(format: str | None, accept: str | None) -> bool:
-    return format == "npy" or (format is None and accept is not None and NPY_MEDIA_TYPE in accept)
+    if format is not None:
+        return format == "npy"
+    return accept is not None and negotiate(accept, _OFFERS) == NPY_MEDIA_TYPE
 
 
 @router.get(
-    "/{frame_id}",
+    "/{frame_id:frame_segment}",
     response_class=Response,
     description=_DESCRIPTION_CHUNK,
     responses={200: {"content": {CHUNK_MEDIA_TYPE: {}, NPY_MEDIA_TYPE: {}}}, 304: {"description": "ETag matched"}},
 )
 async def get_feature(
     frame_id: str,
+    request: Request,
     reader: ReaderDep,
     metrics: MetricsDep,
     format: Annotated[str | None, Query(pattern="^(raw|npy)$", description="raw (default) or npy")] = None,
@@ -85,31 +118,44 @@ async def get_feature(
 ) -> Response:
     """One frame's teacher pool5 map."""
     chunk = await _off_loop(reader, reader.read, frame_id)
-    headers = {**_encoding_headers(reader, chunk.shape), "ETag": chunk.etag, "Cache-Control": _IMMUTABLE}
-    if if_none_match is not None and chunk.etag in (t.strip() for t in if_none_match.split(",")):
+    npy = _wants_npy(format, accept)
+    headers = {**_encoding_headers(reader, chunk.shape), "Cache-Control": request.app.state.settings.cache_control}
+    if format is None:
+        headers["Vary"] = "Accept"
+    if npy:
+        headers.update({"ETag": representation_etag(chunk.etag, "npy"), HEADER_DTYPE: "float32"})
+        del headers[HEADER_CODEC]  # a plain .npy file
+    else:
+        headers["ETag"] = chunk.etag
+    if if_none_match is not None and etag_matches(if_none_match, headers["ETag"]):
         return Response(status_code=304, headers=headers)
     metrics.frames.labels("/features/{frame_id}").inc()
-    if _wants_npy(format, accept):
+    if npy:
         try:
             arr = decode_chunk(chunk.data, chunk.shape, reader.stores[0].encoding)
         except DataError as e:  # a version-1 chunk (no CRC) damaged in storage shows only here
             raise CorruptFeatureError(f"frame {frame_id!r}: {e}") from None
         buf = io.BytesIO()
         np.save(buf, arr, allow_pickle=False)
-        headers[HEADER_DTYPE] = "float32"
         return Response(buf.getvalue(), media_type=NPY_MEDIA_TYPE, headers=headers)
     return Response(chunk.data, media_type=CHUNK_MEDIA_TYPE, headers=headers)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The body, at most ``limit`` bytes, within ``timeout`` seconds (a client trickling it holds no connection)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BatchTooLargeError(f"request body of {declared} bytes exceeds the limit of {limit}")
     body = bytearray()
-    async for part in request.stream():
-        body += part
-        if len(body) > limit:
-            raise BatchTooLargeError(f"request body exceeds the limit of {limit} bytes")
+    try:
+        async with asyncio.timeout(timeout):
+            async for part in request.stream():
+                body += part
+                if len(body) > limit:
+                    raise BatchTooLargeError(f"request body exceeds the limit of {limit} bytes")
+    except TimeoutError:
+        raise RequestTimeoutError(f"the request body was not complete within {timeout:g} s "
+                                  f"({len(body)} bytes received)") from None
     return bytes(body)
 
 
@@ -147,7 +193,10 @@ async def _off_loop(reader: ChunkReader, fn: Callable[[A], R], arg: A) -> R:
 )
 async def get_batch(request: Request, reader: ReaderDep, settings: SettingsDep, metrics: MetricsDep) -> Response:
     """Many frames' maps in one response."""
-    body = await _read_body(request, settings.max_body_bytes)
+    if not is_json(request.headers.get("content-type")):  # also keeps browsers' cross-site "simple" POSTs out
+        raise UnsupportedMediaTypeError(
+            f"the batch body must be Content-Type: application/json, got {request.headers.get('content-type')!r}")
+    body = await _read_body(request, settings.max_body_bytes, settings.body_timeout)
     try:
         req = BatchRequest.model_validate_json(body)
     except ValidationError as e:

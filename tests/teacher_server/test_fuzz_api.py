@@ -25,6 +25,7 @@ from shared.features import BATCH_MEDIA_TYPE, NPY_MEDIA_TYPE, decode_batch, deco
 from shared.ids import FRAME_ID_RE, is_frame_id
 from teacher_server.app import create_app
 from teacher_server.reader import ChunkReader
+from teacher_server.server import uvicorn_options
 from teacher_server.settings import ServeSettings
 from teacher_server.store import FeatureStore
 from tests.servers import uvicorn_thread
@@ -36,9 +37,13 @@ FEW, MANY = 300, 3000  # examples per property: the fast run stays under 30 s on
 
 # Every documented error code and its status (README "HTTP API"); the 404/405 of unmatched routes included.
 ERROR_STATUS = {
-    "malformed_id": 400, "unauthorized": 401, "unknown_frame": 404, "not_computed": 404, "not_found": 404,
-    "method_not_allowed": 405, "too_large": 413, "invalid_request": 422,
+    "malformed_id": 400, "ambiguous_header": 400, "unauthorized": 401, "unknown_frame": 404, "not_computed": 404,
+    "not_found": 404, "method_not_allowed": 405, "too_large": 413, "unsupported_media_type": 415,
+    "invalid_request": 422,
 }
+# Batch Content-Types, 2 in 3 JSON so most bodies reach the batch logic (the rest must be 415).
+JSON_TYPES = ["application/json"] * 3 + ["application/json; charset=utf-8"] + [
+    None, "text/plain", "application/x-www-form-urlencoded"]
 HOSTILE_IDS = [
     "../../etc/passwd", "..%2F..%2Fetc%2Fpasswd", "..", ".", "/etc/passwd", "tiny.0001/../tiny.0002",
     "tiny.0001\x00", "\x00", "%00", "tiny.0001%00.png", "C:\\Windows\\win.ini", "~root", "tiny.0001\n",
@@ -50,6 +55,7 @@ HOSTILE_IDS = [
 class Served:
     url: str
     chunks: dict[str, bytes]  # id -> stored chunk bytes, read in-process
+    etags: dict[str, str]  # id -> the stored chunk's ETag, read in-process
     shape: tuple[int, ...]
     store: FeatureStore
 
@@ -58,11 +64,12 @@ class Served:
 def served(store_path):
     store = FeatureStore.open(store_path)
     reader = ChunkReader([store])
-    chunks = {fid: reader.read(fid).data for fid in store.collections["tiny"].ids}
+    read = {fid: reader.read(fid) for fid in store.collections["tiny"].ids}
     reader.close()
-    app = create_app(ServeSettings(stores=[store_path], token=TOKEN, max_batch=MAX_BATCH, max_body_bytes=MAX_BODY))
-    with uvicorn_thread(app) as url:
-        yield Served(url, chunks, store.collections["tiny"].shape, store)
+    settings_ = ServeSettings(stores=[store_path], token=TOKEN, max_batch=MAX_BATCH, max_body_bytes=MAX_BODY)
+    with uvicorn_thread(create_app(settings_), **uvicorn_options(settings_)) as url:  # the protocol `serve` runs
+        yield Served(url, {f: c.data for f, c in read.items()}, {f: c.etag for f, c in read.items()},
+                     store.collections["tiny"].shape, store)
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +143,7 @@ class GetCase:
     format: str | None
     params: list[tuple[str, str]]
     accept: str | None
-    if_none_match: str | None
+    if_none_match: tuple[str, str] | None  # ("tag", "raw" | "W/raw" | "npy" | "W/npy" | "*") or ("text", any)
     auth: tuple[str | None, bool]
 
 
@@ -150,6 +157,13 @@ class BatchCase:
     strict: bool = False
 
 
+# Accept headers whose answer is known: True when they choose the .npy representation (q-values honoured).
+ACCEPT_CHOOSES = {
+    NPY_MEDIA_TYPE: True, "*/*": False, f"text/html, {NPY_MEDIA_TYPE};q=0.1": True, f"{NPY_MEDIA_TYPE};q=0": False,
+    f"{NPY_MEDIA_TYPE}junk": False, "application/*": False, f"application/octet-stream;q=0.5, {NPY_MEDIA_TYPE}": True,
+}
+
+
 def get_cases(known: list[str]) -> st.SearchStrategy[GetCase]:
     return st.builds(
         GetCase,
@@ -158,9 +172,9 @@ def get_cases(known: list[str]) -> st.SearchStrategy[GetCase]:
         format=st.one_of(st.none(), st.sampled_from(["raw", "npy"]), st.text(max_size=10)),
         params=st.lists(st.tuples(st.text(max_size=10).filter(lambda k: k != "format"), st.text(max_size=20)),
                         max_size=3),
-        accept=st.one_of(st.none(), st.sampled_from([NPY_MEDIA_TYPE, "*/*", f"text/html, {NPY_MEDIA_TYPE};q=0.1"]),
-                         st.text(_HEADER_CHAR, max_size=30)),
-        if_none_match=st.one_of(st.none(), st.text(_HEADER_CHAR, min_size=1, max_size=40)),
+        accept=st.one_of(st.none(), st.sampled_from(list(ACCEPT_CHOOSES)), st.text(_HEADER_CHAR, max_size=30)),
+        if_none_match=st.one_of(st.none(), st.sampled_from(["raw", "W/raw", "npy", "W/npy", "*"]).map(
+            lambda k: ("tag", k)), st.text(_HEADER_CHAR, min_size=1, max_size=40).map(lambda t: ("text", t))),
         auth=AUTH,
     )
 
@@ -179,7 +193,7 @@ def _ill_typed_json() -> st.SearchStrategy[object]:
     not_a_str_list = st.one_of(st.integers(), st.text(), st.none(), st.booleans(),
                                st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
                                st.lists(st.one_of(st.integers(), st.none(), st.lists(st.text())), min_size=1))
-    not_a_bool = st.sampled_from([None, [], {}, 0.5, 2, -1, "maybe", "tru"])
+    not_a_bool = st.sampled_from([None, [], {}, 0.5, 2, -1, "maybe", "tru", "yes", "true", "false", 1, 0, "1"])
     return st.one_of(
         st.builds(lambda v: {"ids": v}, not_a_str_list),
         st.builds(lambda v: {"ids": ["tiny.0001"], "strict": v}, not_a_bool),
@@ -189,8 +203,7 @@ def _ill_typed_json() -> st.SearchStrategy[object]:
 
 
 def batch_cases(known: list[str]) -> st.SearchStrategy[BatchCase]:
-    common = {"chunked": st.booleans(), "content_type": st.sampled_from([None, "application/json", "text/plain"]),
-              "auth": AUTH}
+    common = {"chunked": st.booleans(), "content_type": st.sampled_from(JSON_TYPES), "auth": AUTH}
     well_formed = _batch_json(known).flatmap(lambda req: st.builds(
         BatchCase, body=st.sampled_from([json.dumps(req).encode(), json.dumps(req, ensure_ascii=False).encode()]),
         ids=st.just(req["ids"]), strict=st.just(bool(req.get("strict"))), **common))
@@ -209,10 +222,13 @@ def batch_cases(known: list[str]) -> st.SearchStrategy[BatchCase]:
 # --- oracles -----------------------------------------------------------------------------------------
 
 def expected_get(case: GetCase, known: set[str]) -> int:
-    """Routing first (an id with a slash is another path), then auth, query validation, the id itself."""
+    """Routing first (an id with a slash is another path; "batch" is the batch route), then auth, query
+    validation, the id itself; a known frame's 200 may be a 304 (see ``check_get``)."""
     fid = case.fid
     if "/" in fid or not fid:
         return 404  # another path: no route (the app does not redirect trailing slashes)
+    if fid == "batch":
+        return 405  # GET on the POST-only batch route, token or not
     if not case.auth[1]:
         return 401
     if case.format not in (None, "raw", "npy"):
@@ -238,6 +254,8 @@ def expected_batch(case: BatchCase, known: set[str]) -> int | None:
     """Auth, body size, JSON shape, batch size, then ``strict``; None when a random body happens to parse."""
     if not case.auth[1]:
         return 401
+    if case.content_type not in ("application/json", "application/json; charset=utf-8"):
+        return 415
     if len(case.body) > MAX_BODY:
         return 413
     if case.ids is None:
@@ -255,15 +273,53 @@ def header_bytes(**values: str | None) -> dict[str, bytes]:
 
 # --- properties --------------------------------------------------------------------------------------
 
+def _if_none_match(case: GetCase, etags: dict[str, str]) -> str | None:
+    """The header sent: a template resolved to the frame's ETags (an unknown frame gets a made-up one)."""
+    if case.if_none_match is None:
+        return None
+    kind, value = case.if_none_match
+    if kind == "text" or value == "*":
+        return value
+    raw = etags.get(case.fid, '"no-such-frame"')
+    tag = f'{raw[:-1]}-npy"' if value.endswith("npy") else raw
+    return f"W/{tag}" if value.startswith("W/") else tag
+
+
+def _not_modified(case: GetCase, npy: bool) -> bool:
+    """Whether If-None-Match names the answer's representation (weak comparison) or is ``*``: then 304."""
+    if case.if_none_match is None:
+        return False
+    kind, value = case.if_none_match
+    if kind == "text":
+        return value == "*"  # random text never spells a real ETag
+    return value == "*" or value.endswith("npy") == npy
+
+
 def check_get(served: Served, client: httpx.Client, case: GetCase) -> None:
-    headers = header_bytes(Authorization=case.auth[0], Accept=case.accept, **{"If-None-Match": case.if_none_match})
+    headers = header_bytes(Authorization=case.auth[0], Accept=case.accept,
+                           **{"If-None-Match": _if_none_match(case, served.etags)})
     params = case.params + ([("format", case.format)] if case.format is not None else [])
     r = client.get(f"/features/{quoted(case.fid, case.every_byte)}", params=params, headers=headers)
     assert_documented(r.status_code, r.headers, r.content)
-    assert r.status_code == expected_get(case, set(served.chunks)), (case, r.status_code, r.text[:300])
-    if r.status_code != 200:
+    expected = expected_get(case, set(served.chunks))
+    if expected != 200:
+        assert r.status_code == expected, (case, r.status_code, r.text[:300])
         return
-    if r.headers["content-type"] == NPY_MEDIA_TYPE:
+    # A known frame: the ETag says which representation was chosen; ?format or a known Accept must choose it.
+    raw_tag = served.etags[case.fid]
+    assert r.headers["etag"] in (raw_tag, f'{raw_tag[:-1]}-npy"'), r.headers
+    npy = r.headers["etag"] != raw_tag
+    if case.format is not None:
+        assert npy == (case.format == "npy")
+    elif case.accept is None or case.accept in ACCEPT_CHOOSES:
+        assert npy == ACCEPT_CHOOSES.get(case.accept, False), case.accept
+    assert r.headers.get("vary") == ("Accept" if case.format is None else None)
+    assert r.status_code == (304 if _not_modified(case, npy) else 200), (case, r.status_code, r.text[:300])
+    if r.status_code == 304:
+        assert r.content == b""
+        return
+    assert r.headers["content-type"] == (NPY_MEDIA_TYPE if npy else "application/octet-stream")
+    if npy:
         want = decode_chunk(served.chunks[case.fid], served.shape, served.store.encoding)
         np.testing.assert_array_equal(np.load(io.BytesIO(r.content), allow_pickle=False), want)
     else:

@@ -45,7 +45,7 @@ def test_batch_body_limit_is_exact(store_path, chunked):
         for size, status in [(LIMIT, 200), (LIMIT + 1, 413), (50 * LIMIT, 413)]:
             padded = body + b" " * (size - len(body))
             content = iter([padded[i : i + 1000] for i in range(0, size, 1000)]) if chunked else padded
-            r = httpx.post(f"{url}/features/batch", content=content)
+            r = httpx.post(f"{url}/features/batch", content=content, headers={"Content-Type": "application/json"})
             assert r.status_code == status, (size, r.text[:200])
             if status == 413:
                 assert r.json()["error"]["code"] == "too_large"
