@@ -275,7 +275,7 @@ class FeatureStore:
         """
         location = StoreLocation.parse(path)
         zstore, objects = open_objects(location, read_only=False)
-        with objects.writer_lock():
+        with _space_checked(location, "its metadata and frame ids"), objects.writer_lock():
             group = _ensure(lambda: zarr.open_group(zstore, mode="a"), lambda: zarr.open_group(zstore, mode="r+"))
             meta = dict(group.attrs.get("xmodal", {}))
             if meta:
