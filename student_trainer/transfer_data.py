@@ -7,8 +7,9 @@ client (created lazily after the fork). The schedule is a pure function of (seed
 sees exactly the batches and flips an uninterrupted run would.
 
 An expected error in a worker (an unreachable teacher service, an unreadable image: any ``XModalError``)
-travels to the training loop as a :class:`WorkerFailure` item and is raised there as itself: torch would
-re-raise it as a "Caught ... in DataLoader worker process 0 / Original Traceback" text instead of one line.
+travels to the training loop as a :class:`WorkerFailure` item and is raised there as an ``XModalError`` with
+its message, one line for the CLI: torch would re-raise it with a "Caught ... in DataLoader worker process 0 /
+Original Traceback" text as its message (or as a RuntimeError when its class takes other arguments).
 """
 
 from __future__ import annotations
