@@ -5,7 +5,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROFILE ?= quick
-OUT ?= runs/demo
+# Empty: the demo's folder for the profile (runs/demo for quick, runs/demo-tiny, runs/demo-full); OUT=dir overrides.
+OUT ?=
 
 .PHONY: venv demo test test-fast lint clean
 
@@ -18,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/xmodal-demo --profile $(PROFILE) --out $(OUT)
+	$(BIN)/xmodal-demo --profile $(PROFILE) $(if $(OUT),--out $(OUT))
 
 test: $(STAMP)
 	$(BIN)/ruff check .

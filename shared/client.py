@@ -1,8 +1,9 @@
 """``TeacherClient``: fetch teacher feature maps by frame id (used by trainers, tests and benchmarks).
 
 Synchronous (one client per process or DataLoader worker; a client may also be shared by threads) with
-keep-alive connections, batch requests, local decode, retries with exponential backoff across server restarts,
-and an optional on-disk cache of the stored chunk bytes. The connections are the standard library's
+keep-alive connections, batch requests, local decode, retries with capped exponential backoff for a bounded
+time across server restarts and outages (one log line per outage, not one per retry), and an optional on-disk
+cache of the stored chunk bytes. The connections are the standard library's
 ``http.client`` (``shared.connections``: less client CPU per batch than httpx, and the client's CPU is what bounds
 a trainer's fetch rate); no proxy settings are read from the environment: the teacher service is reached
 directly.
@@ -34,7 +35,7 @@ from shared.features import (
 )
 from shared.ids import validate_frame_id
 
-__all__ = ["FeatureServiceError", "TeacherClient"]
+__all__ = ["FeatureServiceError", "TeacherClient", "TeacherUnavailableError"]
 
 log = logging.getLogger(__name__)
 _RETRY_STATUS = {502, 503, 504}
@@ -47,6 +48,10 @@ class FeatureServiceError(XModalError):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status, self.code = status, code
+
+
+class TeacherUnavailableError(XModalError):
+    """The service stayed unreachable (or answered 502/503/504) for the client's whole ``wait``."""
 
 
 def _raise_for(status: int, code: str, message: str) -> None:
@@ -71,8 +76,9 @@ class TeacherClient:
     Args:
         base_url: e.g. ``http://127.0.0.1:8000``.
         token: bearer token, when the server requires one.
-        retries: attempts after the first for connection errors and 502/503/504 (a restarting server);
-            the wait doubles from ``backoff`` seconds up to ``max_backoff``.
+        wait: seconds to keep retrying a request after its first failure by a connection error or 502/503/504
+            (a server restarting or down), then :class:`TeacherUnavailableError`; 0 tries once. The pause
+            between tries doubles from ``backoff`` seconds up to ``max_backoff``.
         wait_not_computed: also retry frames the server knows but has not computed yet.
         cache_dir: keep fetched chunk bytes here (file names are hashes, never frame ids).
     """
@@ -82,7 +88,7 @@ class TeacherClient:
         base_url: str,
         token: str | None = None,
         timeout: float = 30.0,
-        retries: int = 8,
+        wait: float = 300.0,
         backoff: float = 0.25,
         max_backoff: float = 8.0,
         wait_not_computed: bool = False,
@@ -91,7 +97,7 @@ class TeacherClient:
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.base_url = base_url.rstrip("/")
         self._pool = ConnectionPool(self.base_url, timeout)
-        self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
+        self.wait, self.backoff, self.max_backoff = wait, backoff, max_backoff
         self.wait_not_computed = wait_not_computed
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self._info: dict[str, Any] | None = None
@@ -101,7 +107,7 @@ class TeacherClient:
     # -- plumbing ---------------------------------------------------------------------------------
     def _request(self, method: str, path: str, body: bytes | None = None,
                  headers: dict[str, str] | None = None) -> Reply:
-        delay, attempt = self.backoff, 0
+        delay, since = self.backoff, None  # since: monotonic time of this request's first failure
         headers = {**self._headers, **(headers or {})}
         while True:
             try:
@@ -111,20 +117,31 @@ class TeacherClient:
                                   f"({e.verify_message}); name the CA bundle that signed it with SSL_CERT_FILE") \
                     from None
             except TransportError as e:
-                problem: str = f"{type(e).__name__}: {e}"
+                problem: str = f"unreachable ({type(e).__name__}: {e})"
             else:
                 transient = resp.status in _RETRY_STATUS
                 if resp.status == 404 and self.wait_not_computed:
                     transient = _error_of(resp)[0] == "not_computed"
                 if not transient:
+                    if since is not None:
+                        log.info("teacher service %s answers again after %.1f s", self.base_url,
+                                 time.monotonic() - since)
                     return resp
-                problem = f"HTTP {resp.status}"
-            if attempt == self.retries:
-                raise XModalError(f"teacher service {self.base_url} unavailable after {attempt + 1} tries: {problem}")
-            log.warning("teacher service %s: %s; retrying in %.2f s", self.base_url, problem, delay)
+                problem = f"unavailable (HTTP {resp.status})"
+            now = time.monotonic()
+            first_failure = since is None
+            since = now if since is None else since
+            left = self.wait - (now - since)
+            if left <= 0:
+                raise TeacherUnavailableError(
+                    f"teacher service {self.base_url} {problem}; gave up after retrying for {now - since:.1f} s "
+                    "(is `teacher-server serve` running there? a trainer's --teacher-wait sets how long to retry)")
+            if first_failure:  # one line per outage; the retries themselves are debug-level
+                log.warning("teacher service %s %s; retrying for up to %.0f s more", self.base_url, problem, left)
+            else:
+                log.debug("teacher service %s %s; retrying in %.2f s", self.base_url, problem, delay)
             self.retried += 1
-            attempt += 1
-            time.sleep(delay)
+            time.sleep(min(delay, left))
             delay = min(delay * 2, self.max_backoff)
 
     def _check(self, resp: Reply) -> Reply:

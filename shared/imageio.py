@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from shared.atomic import write_bytes_atomic
 from shared.errors import DataError, ImageReadError
 
 __all__ = ["read_depth_m", "read_depth_raw", "read_rgb", "write_depth_mm", "write_image"]
@@ -60,15 +61,10 @@ def read_depth_m(path: str | os.PathLike[str], units_per_metre: float = 1000.0) 
 
 
 def _atomic_imwrite(path: Path, img: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
     ok, buf = cv2.imencode(path.suffix or ".png", img)
     if not ok:
         raise DataError(f"could not encode image for {path} (dtype {img.dtype}, shape {img.shape})")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("wb") as fh:
-        fh.write(buf.tobytes())
-    os.replace(tmp, path)
-    return path
+    return write_bytes_atomic(path, buf.tobytes(), durable=False)  # per-frame outputs: no fsync (shared.atomic)
 
 
 def write_image(path: str | os.PathLike[str], rgb: np.ndarray) -> Path:

@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from shared.atomic import atomic_open
 from shared.camera import Intrinsics
 from shared.errors import FrameNotFoundError, ManifestError
 from shared.ids import validate_frame_id
@@ -182,6 +183,14 @@ def _parse_line(path: str, lineno: int, text: str) -> dict[str, Any]:
     return obj
 
 
+def _decode_line(path: str, lineno: int, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ManifestError(path, lineno, f"not UTF-8 text (byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the "
+                            "line); manifests are UTF-8 JSON lines") from None
+
+
 def _validation_error(path: str, lineno: int, err: ValidationError) -> ManifestError:
     first = err.errors()[0]
     field = ".".join(str(p) for p in first["loc"]) or None
@@ -192,17 +201,23 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
     """Read and validate a manifest.
 
     Raises:
-        ManifestError: naming the file, 1-based line and field of the first problem.
+        ManifestError: naming the file, 1-based line and field of the first problem (also: a line that is not
+            UTF-8, a directory given instead of a file).
         FileNotFoundError: when the file does not exist.
     """
     p = Path(path)
     name = str(p)
+    if p.is_dir():
+        inside = p / "manifest.jsonl"
+        hint = f" (did you mean {inside}?)" if inside.is_file() else ""
+        raise ManifestError(name, None, f"is a directory, not a manifest file{hint}")
     if not p.is_file():
         raise FileNotFoundError(f"manifest {name} does not exist")
     header: ManifestHeader | None = None
     frames: list[FrameRecord] = []
-    with p.open(encoding="utf-8") as fh:
-        for lineno, text in enumerate(fh, start=1):
+    with p.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            text = _decode_line(name, lineno, raw)
             if not text.strip():
                 continue
             obj = _parse_line(name, lineno, text)
@@ -225,15 +240,10 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
 def write_manifest(
     path: str | os.PathLike[str], header: ManifestHeader, frames: Iterable[FrameRecord]
 ) -> Path:
-    """Write a manifest atomically (temp file + rename), so a reader never sees half a file."""
+    """Write a manifest atomically (:func:`shared.atomic.atomic_open`), so a reader never sees half a file."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-    with tmp.open("w", encoding="utf-8") as fh:
+    with atomic_open(p, "w") as fh:
         fh.write(header.model_dump_json() + "\n")
         for f in frames:
             fh.write(f.model_dump_json(exclude_none=True) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, p)
     return p

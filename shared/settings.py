@@ -3,23 +3,37 @@
 Each command defines one pydantic-settings class; :func:`add_settings_arguments` turns its fields into
 ``--flags`` (help text from the field descriptions, naming the env var), and :func:`settings_from_args`
 builds the object with the precedence flag > env var > default. Bad values fail before any work starts.
+
+List fields read ``a,b`` from an env var and ``--flag a b`` or ``--flag a,b`` from the command line (see
+:func:`split_commas`). A class whose ``profile`` field fills unset fields declares those defaults in a
+``PROFILES`` class variable, so ``--help`` shows each profile's value instead of the class default.
+:func:`settings_env` writes validated settings back into env vars (for child processes such as uvicorn workers).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
-from pydantic_settings import BaseSettings
+from pydantic import SecretStr, ValidationError
+from pydantic_settings import BaseSettings, NoDecode
 
 from shared.errors import ConfigError, XModalError
 
-__all__ = ["Command", "add_settings_arguments", "env_name", "run_commands", "settings_from_args"]
+__all__ = [
+    "Command",
+    "add_settings_arguments",
+    "env_name",
+    "run_commands",
+    "settings_env",
+    "settings_from_args",
+    "split_commas",
+]
 
 S = TypeVar("S", bound=BaseSettings)
 
@@ -27,6 +41,21 @@ S = TypeVar("S", bound=BaseSettings)
 def env_name(cls: type[BaseSettings], field: str) -> str:
     """The environment variable that sets ``field`` of ``cls``."""
     return f"{cls.model_config.get('env_prefix', '')}{field}".upper()
+
+
+def split_commas(value: object) -> object:
+    """``BeforeValidator`` of list fields: ``"a,b"`` (an env var) and ``["a,b", "c"]`` (flags) -> ``["a", "b", "c"]``.
+
+    Blank items are dropped; anything else (a JSON list, numbers) passes through unchanged.
+    """
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list | tuple):
+        out: list[object] = []
+        for item in value:
+            out += [p for p in (v.strip() for v in item.split(",")) if p] if isinstance(item, str) else [item]
+        return out
+    return value
 
 
 def _is_sequence(annotation: Any) -> bool:
@@ -56,11 +85,24 @@ def _choices(annotation: Any) -> list[str] | None:
     return None
 
 
+def _default_shown(cls: type[BaseSettings], name: str) -> str:
+    """What ``--help`` says about a field's default: required, the class default, or the value per profile."""
+    field = cls.model_fields[name]
+    if field.is_required():
+        return "required"
+    default = field.get_default(call_default_factory=True)
+    profiles: dict[str, dict[str, Any]] = getattr(cls, "PROFILES", {})
+    if any(name in values for values in profiles.values()):
+        per = ", ".join(f"{p} {values.get(name, default)}" for p, values in profiles.items())
+        return f"default by --profile: {per}"
+    return f"default: {default}"
+
+
 def add_settings_arguments(parser: argparse.ArgumentParser, cls: type[BaseSettings]) -> None:
     """Add one ``--flag`` per settings field; defaults stay in the settings class."""
     for name, field in cls.model_fields.items():
         flag = "--" + name.replace("_", "-")
-        shown = "required" if field.is_required() else f"default: {field.get_default(call_default_factory=True)}"
+        shown = _default_shown(cls, name)
         help_text = f"{field.description or name} [env {env_name(cls, name)}; {shown}]"
         choices = _choices(field.annotation)
         if _is_flag(field.annotation):
@@ -82,12 +124,54 @@ def settings_from_args(cls: type[S], args: argparse.Namespace) -> S:
     try:
         return cls(**given)
     except ValidationError as e:
-        problems = []
-        for err in e.errors():
-            field = str(err["loc"][0]) if err["loc"] else "?"
-            flag = "--" + field.replace("_", "-")
-            problems.append(f"{flag} / {env_name(cls, field)}: {err['msg']} (got {err.get('input')!r})")
+        problems = [_problem(cls, err) for err in e.errors()]
+        if len(problems) == 1:
+            raise ConfigError(f"invalid settings: {problems[0]}") from None
         raise ConfigError("invalid settings:\n  " + "\n  ".join(problems)) from None
+
+
+def _problem(cls: type[BaseSettings], err: Any) -> str:
+    """One validation error as ``--flag / ENV_VAR: reason (got value)``; an error of the whole object (a model
+    validator: no field) is its own message, without the settings dict."""
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if not err["loc"]:
+        return msg
+    field = str(err["loc"][0])
+    flag = "--" + field.replace("_", "-")
+    got = "" if isinstance(err.get("input"), SecretStr) else f" (got {err.get('input')!r})"
+    return f"{flag} / {env_name(cls, field)}: {msg}{got}"
+
+
+def settings_env(settings: BaseSettings) -> dict[str, str]:
+    """Env vars that rebuild ``settings`` in another process (``type(settings)()`` there gives equal settings).
+
+    Secrets are written in clear (the child needs them); fields that are None are left out (None is their
+    default). List fields are comma-joined where the field splits commas (``NoDecode``), JSON otherwise.
+
+    Raises:
+        ConfigError: an item of a comma-separated list contains a comma (it could not be read back).
+    """
+    cls = type(settings)
+    dumped = settings.model_dump(mode="json")
+    env: dict[str, str] = {}
+    for name, field in cls.model_fields.items():
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            text = value.get_secret_value()
+        elif isinstance(value, list | tuple) and NoDecode in field.metadata:
+            items = [str(v) for v in dumped[name]]
+            if any("," in v for v in items):
+                raise ConfigError(f"--{name.replace('_', '-')}: {items} cannot be passed on as a comma-separated "
+                                  f"{env_name(cls, name)} (an item contains a comma)")
+            text = ",".join(items)
+        elif isinstance(dumped[name], list | dict | bool):
+            text = json.dumps(dumped[name])
+        else:
+            text = str(dumped[name])
+        env[env_name(cls, name)] = text
+    return env
 
 
 Command = tuple[type[BaseSettings], Callable[[Any], None], str]

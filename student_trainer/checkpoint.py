@@ -1,6 +1,6 @@
 """Checkpoints: one dict (model, optimizer, scheduler, step, config, provenance), written atomically.
 
-Writing goes to a temp file in the same folder, is fsynced, then renamed over the old checkpoint, so a
+Writing goes through :func:`shared.atomic.atomic_open` (temp file in the same folder, fsync, rename), so a
 process killed mid-write leaves the previous checkpoint intact and loadable.
 """
 
@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from shared.atomic import atomic_open, remove_stale_temps
 from shared.errors import WeightsUnavailableError
 
 __all__ = ["git_revision", "load_checkpoint", "save_checkpoint"]
@@ -39,15 +40,9 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path
     Temp files that killed writers of ``path`` left behind are removed first (one writer per run folder).
     """
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    for stale in p.parent.glob(f".{p.name}.tmp-*"):
-        stale.unlink(missing_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-    with tmp.open("wb") as fh:
+    remove_stale_temps(p)
+    with atomic_open(p, "wb") as fh:
         torch.save(state, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, p)
     return p
 
 

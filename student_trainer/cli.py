@@ -8,8 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from shared.settings import Command, run_commands
-from student_trainer.compare import CompareSettings
-from student_trainer.detect_settings import DetectSettings, ProposalSettings
+from student_trainer.detect_settings import CompareSettings, DetectSettings, ProposalSettings
 from student_trainer.settings import TransferSettings
 
 __all__ = ["main"]

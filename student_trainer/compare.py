@@ -14,19 +14,17 @@ import json
 import math
 import shutil
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.atomic import write_json_atomic, write_text_atomic
 from shared.errors import ConfigError
 from student_trainer.detect import run_detect
 from student_trainer.detect_eval import evaluate_fused
-from student_trainer.detect_settings import DetectSettings
-from student_trainer.settings import IntList
+from student_trainer.detect_settings import CompareSettings, DetectSettings
 
-__all__ = ["METHODS", "CompareSettings", "run_compare"]
+__all__ = ["METHODS", "comparison_markdown", "run_compare"]
 
 # (key, row label, detector init, which checkpoint initialises the trunk), each fine-tuned and frozen
 _INITS: list[tuple[str, str, str, str | None]] = [
@@ -40,22 +38,6 @@ METHODS: list[tuple[str, str, str, str | None, bool]] = [
     *((key, label, init, source, False) for key, label, init, source in _INITS),
     *((f"{key}-frozen", f"{label}, trunk frozen", init, source, True) for key, label, init, source in _INITS),
 ]
-
-
-class CompareSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="STUDENT_COMPARE_", extra="ignore")
-
-    modality: Literal["hha", "flow"] = Field(description="the new modality")
-    manifest: Path = Field(description="manifest with labelled frames of the modality and RGB")
-    out: Path = Field(description="folder for every detector run, compare.json and report.md")
-    rgb_run: Path = Field(description="run folder of the RGB detector (student-trainer detect --modality rgb)")
-    transfer: Path = Field(description="supervision-transfer student checkpoint (trained teacher)")
-    control: Path | None = Field(None, description="student checkpoint transferred from an untrained teacher")
-    seeds: IntList = Field([0], description="detector seeds (mean and spread over them)")
-    profile: Literal["tiny", "quick", "full"] = Field("quick", description="detector size profile")
-    proposals: Path | None = Field(None, description="proposals .npz (default: generated and cached)")
-    device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
-    progress: bool = Field(True, description="show progress bars")
 
 
 def _detect(s: CompareSettings, out: Path, **kw: Any) -> dict[str, Any]:
@@ -118,9 +100,9 @@ def run_compare(s: CompareSettings) -> dict[str, Any]:
     report = {"modality": s.modality, "test_split": test_split, "seeds": s.seeds, "profile": s.profile,
               "rows": rows}
     s.out.mkdir(parents=True, exist_ok=True)
-    (s.out / "compare.json").write_text(json.dumps(report, indent=2) + "\n")
-    (s.out / "report.md").write_text(comparison_markdown(report))
     _plot(report, s.out / "comparison.png")
+    write_text_atomic(s.out / "report.md", comparison_markdown(report))
+    write_json_atomic(s.out / "compare.json", report)  # last: the comparison is complete once it exists
     return report
 
 

@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from shared.atomic import write_json_atomic
 from shared.device import select_device
 from shared.errors import ConfigError
 from shared.manifest import Manifest, read_manifest
@@ -250,5 +251,5 @@ def run_detect(s: DetectSettings) -> dict[str, Any]:
                "train_splits": s.default_train_splits(), "test_split": split, "train_frames": len(run.train_frames),
                "test_frames": len(run.test_frames), "mAP": report["mAP"], "ap": report["ap"], "final": last,
                "train_seconds": round(t1 - t0, 2), "eval_seconds": round(t2 - t1, 2), "device": str(device)}
-    (s.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json_atomic(s.out / "summary.json", summary)  # written last: its existence means "done" to compare
     return summary

@@ -8,7 +8,6 @@ either; :func:`write_evaluation` writes ``eval.json``, ``ap.md``, ``pr_curves.pn
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from shared.atomic import write_json_atomic, write_text_atomic
 from shared.boxes import DEFAULT_BOX_CODER_WEIGHTS
 from shared.errors import DataError
 from shared.manifest import Manifest, read_manifest
@@ -117,8 +117,8 @@ def write_evaluation(out: Path, name: str, result: EvalResult, dets: dict[str, t
               result.ap_by_class().items()}, "mAP": _jsonable(result.mean_ap),
               "num_gt": dict(zip(result.classes, result.num_gt.tolist(), strict=True)),
               "iou_threshold": result.iou_threshold, "metric": "11-point" if result.use_07_metric else "all-point"}
-    (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "ap.md").write_text(ap_table_markdown({name: result}))
+    write_json_atomic(out / "eval.json", report)
+    write_text_atomic(out / "ap.md", ap_table_markdown({name: result}))
     save_pr_curves(result, out / "pr_curves.png")
     ids = list(dets)
     np.savez_compressed(

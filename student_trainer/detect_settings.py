@@ -1,6 +1,11 @@
-"""Settings of ``student-trainer detect``; each field is a CLI flag and a ``STUDENT_DETECT_*`` env var.
+"""Settings of ``student-trainer detect`` (``STUDENT_DETECT_*`` env vars), ``proposals`` (``STUDENT_PROPOSALS_*``)
+and ``compare`` (``STUDENT_COMPARE_*``); each field is a CLI flag and an env var. This module imports no torch,
+so ``student-trainer --help`` stays fast.
 
-``profile`` fills the size-related fields a user did not set; anything given explicitly wins.
+``profile`` fills the size-related fields a user did not set; anything given explicitly wins. The proposal
+method follows the profile in ``detect`` and in ``proposals`` alike (tiny / quick: ``edge_boxes``, full:
+``hybrid``), so ``student-trainer proposals --manifest M`` fills the cache that ``detect`` with the same
+``--profile`` reads.
 
 * ``full``: the paper's Fast R-CNN schedule (lr 0.001, x0.1 after 75 % = 30k of 40k iterations, fc 4096) for a
   GPU run.
@@ -21,14 +26,14 @@ Input scale: frames are used at their own size unless ``--short-side`` is given 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from student_trainer.settings import FloatList, StrList, apply_profile
+from student_trainer.settings import FloatList, IntList, StrList, apply_profile
 
-__all__ = ["DETECT_PROFILES", "DetectSettings", "ProposalSettings"]
+__all__ = ["DETECT_PROFILES", "CompareSettings", "DetectSettings", "ProposalSettings"]
 
 DETECT_PROFILES: dict[str, dict[str, Any]] = {
     "tiny": {
@@ -48,12 +53,16 @@ DETECT_PROFILES: dict[str, dict[str, Any]] = {
     },
 }
 
+# ``student-trainer proposals`` takes the same --profile, so its cache is the one ``detect`` looks for.
+_PROPOSAL_PROFILES = {name: {"method": p["proposal_method"]} for name, p in DETECT_PROFILES.items()}
+_PROPOSAL_METHODS = Literal["hybrid", "edge_boxes", "selective_search"]
 _TRAIN_SPLITS = {"rgb": "rgb_train", "hha": "depth_train", "flow": "flow_train"}
 _TEST_SPLITS = {"rgb": "depth_test", "hha": "depth_test", "flow": "flow_test"}
 
 
 class DetectSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STUDENT_DETECT_", extra="ignore")
+    PROFILES: ClassVar[dict[str, dict[str, Any]]] = DETECT_PROFILES
 
     modality: Literal["rgb", "hha", "flow"] = Field(description="detector input modality")
     manifest: Path = Field(description="manifest with labelled frames (HHA / flow images encoded)")
@@ -70,9 +79,9 @@ class DetectSettings(BaseSettings):
     proposals: Path | None = Field(
         None, description="proposals .npz (frame id -> (N, 4) boxes); default: generated once and cached "
         "beside the manifest")
-    proposal_method: Literal["hybrid", "edge_boxes", "selective_search"] = Field(
-        "hybrid", description="generator used when --proposals is not given (edge_boxes: ~3x faster, "
-        "slightly lower recall; the CPU profiles' default)")
+    proposal_method: _PROPOSAL_METHODS = Field(
+        "edge_boxes", description="generator used when --proposals is not given (edge_boxes: ~3x faster than "
+        "hybrid, slightly lower recall)")
     train_splits: StrList | None = Field(
         None, description="training splits (default: rgb_train / depth_train / flow_train by modality)")
     test_split: str | None = Field(None, description="evaluation split (default: depth_test; flow_test for flow)")
@@ -143,12 +152,38 @@ class ProposalSettings(BaseSettings):
     """``student-trainer proposals``: fill the proposal cache once, before detectors run (in parallel) on it."""
 
     model_config = SettingsConfigDict(env_prefix="STUDENT_PROPOSALS_", extra="ignore")
+    PROFILES: ClassVar[dict[str, dict[str, Any]]] = _PROPOSAL_PROFILES
 
     manifest: Path = Field(description="manifest whose frames get proposals")
     out: Path | None = Field(None, description="cache .npz (default: proposals_<method>.npz beside the manifest, "
                              "where `detect` looks for it)")
-    method: Literal["hybrid", "edge_boxes", "selective_search"] = Field(
-        "hybrid", description="generator (edge_boxes: the CPU profiles' choice of `detect`)")
+    profile: Literal["tiny", "quick", "full"] = Field(
+        "quick", description="the detector profile the cache is for: it picks --method as `detect` does")
+    method: _PROPOSAL_METHODS = Field(
+        "edge_boxes", description="generator (edge_boxes: ~3x faster than hybrid, slightly lower recall)")
     splits: StrList | None = Field(None, description="splits to cover (default: every labelled frame)")
     workers: int | None = Field(None, ge=1, description="processes (default: one per CPU)")
     progress: bool = Field(True, description="show a progress bar")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _profile_defaults(cls, data: Any) -> Any:
+        return apply_profile(data, _PROPOSAL_PROFILES)
+
+
+class CompareSettings(BaseSettings):
+    """``student-trainer compare``: every detector of the paper's Table 1 for one modality."""
+
+    model_config = SettingsConfigDict(env_prefix="STUDENT_COMPARE_", extra="ignore")
+
+    modality: Literal["hha", "flow"] = Field(description="the new modality")
+    manifest: Path = Field(description="manifest with labelled frames of the modality and RGB")
+    out: Path = Field(description="folder for every detector run, compare.json and report.md")
+    rgb_run: Path = Field(description="run folder of the RGB detector (student-trainer detect --modality rgb)")
+    transfer: Path = Field(description="supervision-transfer student checkpoint (trained teacher)")
+    control: Path | None = Field(None, description="student checkpoint transferred from an untrained teacher")
+    seeds: IntList = Field([0], description="detector seeds (mean and spread over them)")
+    profile: Literal["tiny", "quick", "full"] = Field("quick", description="detector size profile")
+    proposals: Path | None = Field(None, description="proposals .npz (default: generated and cached)")
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
+    progress: bool = Field(True, description="show progress bars")

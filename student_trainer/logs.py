@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from shared.atomic import write_json_atomic, write_text_atomic
+
 __all__ = ["MetricWindow", "MetricsLog", "read_metrics", "write_run_config"]
 
 
@@ -47,7 +49,7 @@ class MetricsLog:
         if resume_step is not None and path.is_file():
             kept = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0)
                     <= resume_step]
-            path.write_text("".join(ln + "\n" for ln in kept))
+            write_text_atomic(path, "".join(ln + "\n" for ln in kept))  # a kill here keeps the old lines
         elif resume_step is None and path.exists():
             path.unlink()
         self._fh = path.open("a", encoding="utf-8")
@@ -67,9 +69,4 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 
 def write_run_config(out: Path, config: dict[str, Any]) -> Path:
     """Dump the settings and the command line into the run folder (for reproduction)."""
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "config.json"
-    tmp = path.with_name(".config.json.tmp")
-    tmp.write_text(json.dumps({"argv": sys.argv, "pid": os.getpid(), **config}, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_json_atomic(out / "config.json", {"argv": sys.argv, "pid": os.getpid(), **config}, default=str)

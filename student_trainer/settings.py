@@ -7,21 +7,19 @@ full: a GPU run); anything given explicitly wins.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BeforeValidator, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from shared.settings import split_commas
+
 __all__ = ["TRANSFER_PROFILES", "TransferSettings", "apply_profile"]
 
 
-def _split_commas(value: object) -> object:
-    return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
-
-
-StrList = Annotated[list[str], NoDecode, BeforeValidator(_split_commas)]
-FloatList = Annotated[list[float], NoDecode, BeforeValidator(_split_commas)]
-IntList = Annotated[list[int], NoDecode, BeforeValidator(_split_commas)]
+StrList = Annotated[list[str], NoDecode, BeforeValidator(split_commas)]
+FloatList = Annotated[list[float], NoDecode, BeforeValidator(split_commas)]
+IntList = Annotated[list[int], NoDecode, BeforeValidator(split_commas)]
 
 def apply_profile(data: Any, profiles: dict[str, dict[str, Any]]) -> Any:
     """Fill the fields a user did not set from the named profile (a ``mode="before"`` validator body)."""
@@ -41,10 +39,16 @@ TRANSFER_PROFILES: dict[str, dict[str, Any]] = {
 
 class TransferSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STUDENT_", extra="ignore")
+    PROFILES: ClassVar[dict[str, dict[str, Any]]] = TRANSFER_PROFILES
 
     modality: Literal["hha", "flow"] = Field(description="student modality (its image is the student input)")
     teacher_url: str = Field("http://127.0.0.1:8000", description="teacher service base URL")
     teacher_token: SecretStr | None = Field(None, description="bearer token of the teacher service")
+    teacher_wait: float = Field(300.0, ge=0, description="seconds to keep retrying a teacher service that is "
+                                "unreachable or restarting (from the first failed try of a request) before "
+                                "stopping with an error")
+    teacher_backoff_max: float = Field(8.0, gt=0, description="longest pause between two retries of an "
+                                       "unreachable teacher service, seconds (pauses double from 0.25 s)")
     manifest: Path = Field(description="manifest with the paired frames (HHA / flow images encoded)")
     splits: StrList | None = Field(None, description="training splits (default: depth_transfer / flow_transfer)")
     out: Path = Field(description="run folder: checkpoint.pt, metrics.jsonl, config.json, summary.json")

@@ -26,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from shared.atomic import write_json_atomic
 from shared.client import TeacherClient
 from shared.distributed import ONE_PROCESS, Ranks, mean_over_ranks, process_group, rank_device, ranks_from_env
 from shared.errors import ConfigError
@@ -37,7 +38,7 @@ from student_trainer.logs import MetricsLog, MetricWindow, write_run_config
 from student_trainer.optim import make_optimizer
 from student_trainer.settings import TransferSettings
 from student_trainer.student import TransferModel, copy_rgb_weights, student_spec_for, target_geometry
-from student_trainer.transfer_data import BatchSchedule, TransferBatches
+from student_trainer.transfer_data import BatchSchedule, TransferBatches, unwrap_failure
 
 __all__ = ["TransferRun", "batch_metrics", "build_transfer", "run_transfer", "train_step"]
 
@@ -70,7 +71,8 @@ _ENCODED_FROM = {"hha": "depth", "flow": "rgb_next"}
 
 def _client_factory(s: TransferSettings):
     token = s.teacher_token.get_secret_value() if s.teacher_token else None
-    return lambda: TeacherClient(s.teacher_url, token=token, cache_dir=s.cache_dir)
+    return lambda: TeacherClient(s.teacher_url, token=token, cache_dir=s.cache_dir, wait=s.teacher_wait,
+                                 max_backoff=s.teacher_backoff_max)
 
 
 def build_transfer(s: TransferSettings, first_step: int = 0, ranks: Ranks = ONE_PROCESS) -> TransferRun:
@@ -190,7 +192,7 @@ def _train(s: TransferSettings, ranks: Ranks, device: torch.device) -> dict[str,
     it, t_prev = iter(loader), time.perf_counter()
     for step in range(first, s.iterations):
         # fetch: waits only when the prefetching workers fall behind
-        x, target, got_step = next(it)
+        x, target, got_step = unwrap_failure(next(it))
         t_ready = time.perf_counter()
         if got_step != step:
             raise RuntimeError(f"data for step {got_step} arrived at step {step}")
@@ -219,5 +221,5 @@ def _train(s: TransferSettings, ranks: Ranks, device: torch.device) -> dict[str,
         metrics.close()
         if s.iterations == 0 or first >= s.iterations:
             save_checkpoint(ckpt_path, _checkpoint(run, opt, sched, max(first, s.iterations)))
-        (s.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_json_atomic(s.out / "summary.json", summary)  # its existence means "done" to compare and the demo
     return summary

@@ -5,6 +5,11 @@ of the batch's teacher maps in one batch request, so with ``num_workers`` worker
 the targets stay several steps ahead of the optimiser. Every worker process owns its own synchronous
 client (created lazily after the fork). The schedule is a pure function of (seed, step), so a resumed run
 sees exactly the batches and flips an uninterrupted run would.
+
+An expected error in a worker (an unreachable teacher service, an unreadable image: any ``XModalError``)
+travels to the training loop as a :class:`WorkerFailure` item and is raised there as an ``XModalError`` with
+its message, one line for the CLI: torch would re-raise it with a "Caught ... in DataLoader worker process 0 /
+Original Traceback" text as its message (or as a RuntimeError when its class takes other arguments).
 """
 
 from __future__ import annotations
@@ -13,18 +18,19 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from shared.distributed import ONE_PROCESS, Ranks
+from shared.errors import XModalError
 from shared.imageio import read_rgb
 from shared.presets import ModalityPreset
 
-__all__ = ["BatchSchedule", "TargetSource", "TransferBatches", "flip_target"]
+__all__ = ["BatchSchedule", "TargetSource", "TransferBatches", "WorkerFailure", "flip_target", "unwrap_failure"]
 
 
 class TargetSource(Protocol):
@@ -61,6 +67,21 @@ class BatchSchedule:
         per = self.batch_size // ranks.world_size
         mine = slice(ranks.rank * per, (ranks.rank + 1) * per)
         return idx[mine], flips[mine]
+
+
+@dataclass(frozen=True)
+class WorkerFailure:
+    """An ``XModalError`` raised in a DataLoader worker, sent to the main process as an item (its message only:
+    the error class need not be constructible from one string, as torch's re-raise requires)."""
+
+    message: str
+
+
+def unwrap_failure(item: Any) -> Any:
+    """``item`` itself, or the :class:`WorkerFailure` it is raised as an ``XModalError`` with its message."""
+    if isinstance(item, WorkerFailure):
+        raise XModalError(item.message)
+    return item
 
 
 def flip_target(target: np.ndarray) -> np.ndarray:
@@ -110,7 +131,15 @@ class TransferBatches(Dataset):
             img = cv2.resize(img, (self.hw[1], self.hw[0]), interpolation=cv2.INTER_AREA)
         return self.preset.to_tensor(self.preset.flip(img) if flip else img)
 
-    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor, int] | WorkerFailure:
+        if get_worker_info() is None:  # in the main process: errors propagate as they are
+            return self._item(k)
+        try:
+            return self._item(k)
+        except XModalError as e:
+            return WorkerFailure(str(e))
+
+    def _item(self, k: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         step = self.first_step + k
         idx, flips = self.schedule.part(step, self.ranks)
         targets = self.source().get_many([self.ids[i] for i in idx])

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shared.errors import FrameIdError, FrameNotFoundError, XModalError
+from shared.errors import ConfigError, FrameIdError, FrameNotFoundError, XModalError
 from teacher_server.deps import Unauthorized
 from teacher_server.errors import BatchTooLargeError, CorruptFeatureError, NotYetComputedError
 from teacher_server.http_semantics import (
@@ -54,7 +54,12 @@ def _error(status: int, code: str, message: str, metrics: Metrics, headers: dict
 
 
 def open_reader(settings: ServeSettings) -> ChunkReader:
-    """Open every store read-only; they must share one teacher and encoding (one target space per server)."""
+    """Open every store read-only; they must share one teacher and encoding (one target space per server).
+
+    Raises:
+        FileNotFoundError: a store does not exist.
+        ConfigError: stores of different teachers or encodings, or a frame id in two of them.
+    """
     stores = [FeatureStore.open(p) for p in settings.stores]
     for s in stores:
         if not s.encoding.crc32c:
@@ -64,11 +69,16 @@ def open_reader(settings: ServeSettings) -> ChunkReader:
     first = stores[0]
     for s in stores[1:]:
         if s.teacher != first.teacher or s.encoding != first.encoding:
-            raise XModalError(
+            raise ConfigError(
                 f"stores {first.location} and {s.location} hold different teachers or encodings "
                 f"({first.teacher.short_id()} vs {s.teacher.short_id()}); serve them from separate servers"
             )
-    return ChunkReader(stores)
+    try:
+        return ChunkReader(stores)
+    except ValueError as e:
+        if isinstance(e, XModalError):
+            raise
+        raise ConfigError(f"cannot serve {', '.join(str(s.location) for s in stores)} together: {e}") from None
 
 
 def create_app(settings: ServeSettings) -> FastAPI:

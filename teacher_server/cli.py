@@ -47,18 +47,18 @@ def _precompute(s: PrecomputeSettings) -> None:
 def _serve(s: ServeSettings) -> None:
     import uvicorn
 
-    from teacher_server.app import create_app
+    from shared.settings import settings_env
+    from teacher_server.app import create_app, open_reader
     from teacher_server.server import uvicorn_options
 
+    # Open and check the stores here, before uvicorn: a bad path, duplicate ids or mixed teachers fail with one
+    # line and exit 2 instead of a traceback from inside the app's lifespan (the app opens them again).
+    open_reader(s).close()
     if s.workers == 1:
         uvicorn.run(create_app(s), host=s.host, port=s.port, log_level=s.log_level, **uvicorn_options(s))
         return
-    # Several workers need an import string: hand the validated settings over through the environment.
-    os.environ["TEACHER_STORES"] = ",".join(str(p) for p in s.stores)
-    for name in ("max_batch", "max_body_bytes"):
-        os.environ[f"TEACHER_{name.upper()}"] = str(getattr(s, name))
-    if s.token is not None:
-        os.environ["TEACHER_TOKEN"] = s.token.get_secret_value()
+    # Several workers need an import string: hand every validated setting over through the environment.
+    os.environ.update(settings_env(s))
     uvicorn.run("teacher_server.app:create_app_from_env", factory=True, host=s.host, port=s.port,
                 workers=s.workers, log_level=s.log_level, **uvicorn_options(s))  # (the options pickle)
 

@@ -10,15 +10,9 @@ from pydantic import BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.device import AMP_HELP
+from shared.settings import split_commas
 
 __all__ = ["MigrateSettings", "PrecomputeSettings", "ServeSettings", "VerifySettings"]
-
-
-def _split_commas(value: object) -> object:
-    """Env vars give lists as ``a,b``; flags give lists already."""
-    if isinstance(value, str):
-        return [v for v in (p.strip() for p in value.split(",")) if v]
-    return value
 
 
 def _store_url(value: object) -> object:
@@ -29,10 +23,10 @@ def _store_url(value: object) -> object:
 
 
 StoreUrl = Annotated[str, BeforeValidator(_store_url)]
-StoreUrlList = Annotated[list[StoreUrl], NoDecode, BeforeValidator(_split_commas)]
-PathList = Annotated[list[Path], NoDecode, BeforeValidator(_split_commas)]
-StrList = Annotated[list[str], NoDecode, BeforeValidator(_split_commas)]
-IntList = Annotated[list[int], NoDecode, BeforeValidator(_split_commas)]
+StoreUrlList = Annotated[list[StoreUrl], NoDecode, BeforeValidator(split_commas)]
+PathList = Annotated[list[Path], NoDecode, BeforeValidator(split_commas)]
+StrList = Annotated[list[str], NoDecode, BeforeValidator(split_commas)]
+IntList = Annotated[list[int], NoDecode, BeforeValidator(split_commas)]
 _CONFIG = SettingsConfigDict(env_prefix="TEACHER_", extra="ignore")
 
 

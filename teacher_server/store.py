@@ -479,7 +479,7 @@ class FeatureStore:
         zstore, objects = open_objects(location, read_only=False)
         fresh = {"format": STORE_FORMAT, "version": STORE_VERSION, "teacher": json.loads(teacher.model_dump_json()),
                  "encoding": encoding.to_dict(), "collections": [], **(extra_attrs or {})}
-        with objects.writer_lock():
+        with _write_checked(location, "its metadata and frame ids"), objects.writer_lock():
             group, meta = _root_for_write(zstore, objects, location, fresh, repair)
             if meta["teacher"] != fresh["teacher"]:
                 raise StoreMismatchError(

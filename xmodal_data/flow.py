@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from shared.atomic import write_bytes_atomic
 from shared.errors import DataError
 from shared.flow_image import check_flow, encode_flow_image
 from shared.imageio import read_rgb
@@ -116,14 +117,8 @@ def write_flo(path: str | os.PathLike[str], flow: np.ndarray) -> Path:
     flow = check_flow(flow)
     height, width = flow.shape[:2]
     header = np.array([(_FLO_MAGIC, width, height)], dtype=_FLO_HEADER)
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-    with tmp.open("wb") as fh:
-        fh.write(header.tobytes())
-        fh.write(np.ascontiguousarray(flow, dtype="<f4").tobytes())
-    os.replace(tmp, p)
-    return p
+    data = header.tobytes() + np.ascontiguousarray(flow, dtype="<f4").tobytes()
+    return write_bytes_atomic(path, data, durable=False)  # per-frame outputs: no fsync (shared.atomic)
 
 
 def flow_image_from_pair(

@@ -12,22 +12,30 @@ Stages (each resumable; a rerun skips finished work):
    fusion);
 6. the report: ``<out>/report/report.md`` with the comparison tables, plots and the contact sheet.
 Ctrl-C stops every process the demo started.
+
+Each profile has its own default folder (``runs/demo`` for quick, ``runs/demo-tiny``, ``runs/demo-full``): a
+folder holds one profile's dataset. ``<out>/report/timings.json`` keeps, per stage, the seconds of the last run
+that did its work and, separately, those of the last run that found it already done, so a rerun that skips
+everything does not replace the measured times with the time its checks took.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.atomic import write_json_atomic
 from shared.errors import XModalError
 from shared.settings import add_settings_arguments, settings_from_args
+from student_trainer.settings import apply_profile
 from xmodal_pipeline.procs import ProcessGroup, free_port
 
 __all__ = ["DemoSettings", "main", "run_demo"]
@@ -40,11 +48,20 @@ _TEACHER_ITERATIONS = {"quick": ["--iterations", "1500"]}
 
 class DemoSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="XMODAL_DEMO_", extra="ignore")
+    # One folder per profile: a folder holds one profile's dataset (synth refuses to mix them).
+    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
+        "tiny": {"out": "runs/demo-tiny"}, "quick": {"out": "runs/demo"}, "full": {"out": "runs/demo-full"},
+    }
 
     profile: Literal["tiny", "quick", "full"] = Field("quick", description="dataset and training size profile")
     out: Path = Field(Path("runs/demo"), description="folder for data, stores, runs and the report")
     seed: int = Field(0, description="seed of the dataset")
     device: str = Field("auto", description="device of every training process ('auto': CUDA when present)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _profile_defaults(cls, data: Any) -> Any:
+        return apply_profile(data, cls.PROFILES)
 
 
 class Demo:
@@ -56,26 +73,26 @@ class Demo:
         self.manifest = self.data / "manifest.jsonl"
         self.runs = s.out / "runs"
         self.report = s.out / "report"
-        self.timings: dict[str, float] = {}
+        self.timings = read_timings(self.report / TIMINGS)
         self.common = ["--profile", s.profile, "--no-progress"]
 
-    def _timed(self, name: str, fn) -> None:
+    def _timed(self, name: str, fn: Callable[[], None], finished: Callable[[], bool]) -> None:
+        """Run a stage; its time counts as the stage's work unless ``finished()`` held before it ran."""
+        skip = finished()
+        print(f"== {name}" + (" (already done: checking)" if skip else ""), flush=True)
         t = time.perf_counter()
-        print(f"== {name}", flush=True)
         fn()
-        self.timings[name] = round(time.perf_counter() - t, 1)
-        print(f"   {name}: {self.timings[name]:.1f} s", flush=True)
+        seconds = round(time.perf_counter() - t, 1)
+        self.timings.setdefault(name, {})["skip_seconds" if skip else "seconds"] = seconds
+        write_json_atomic(self.report / TIMINGS, self.timings)  # an interrupted run keeps what it measured
+        print(f"   {name}: {seconds:.1f} s" + (" (skipped)" if skip else ""), flush=True)
 
     def dataset(self) -> None:
         self.p.run("data", "xmodal_data.cli", ["synth", "--profile", self.s.profile, "--out", self.data,
                                           "--seed", self.s.seed, "--no-progress"])
 
     def proposals(self) -> None:
-        from student_trainer.detect_settings import DETECT_PROFILES
-
-        self.p.run("proposals", "student_trainer.cli", [
-            "proposals", "--manifest", self.manifest, "--method", DETECT_PROFILES[self.s.profile]["proposal_method"],
-            "--no-progress"])
+        self.p.run("proposals", "student_trainer.cli", ["proposals", "--manifest", self.manifest, *self.common])
 
     def _parallel(self, jobs: list[tuple[str, list]]) -> None:
         """Start the ``student_trainer.cli`` jobs at once (one intra-op thread each on CPU) and wait for all."""
@@ -126,12 +143,60 @@ class Demo:
 
         return write_demo_report(self.s.out, self.runs, self.data, self.report, self.timings, self.s.profile)
 
+    # -- what each stage leaves when it is complete (checked before it runs, for the timings) --------------
+    def _summaries(self, *names: str) -> bool:
+        return all((self.runs / n / "summary.json").is_file() for n in names)
+
+    def _proposals_done(self) -> bool:
+        import numpy as np
+
+        from student_trainer.detect_settings import DETECT_PROFILES
+        from student_trainer.proposals import default_cache_path
+
+        cache = default_cache_path(self.manifest, DETECT_PROFILES[self.s.profile]["proposal_method"])
+        if not cache.is_file():
+            return False
+        with np.load(cache) as z:
+            return "meta" in z and bool(json.loads(str(z["meta"])).get("complete"))
+
+    def _stores_done(self) -> bool:
+        from teacher_server.store import FeatureStore
+
+        try:
+            stores = [FeatureStore.open(self.s.out / name) for name in ("store", "store-untrained")]
+        except (FileNotFoundError, XModalError):
+            return False
+        return all(c.done().all() for s in stores for c in s.collections.values())
+
     def run(self) -> Path:
-        stages = (("dataset", self.dataset), ("proposals", self.proposals), ("rgb teacher", self.rgb_teachers),
-                  ("precompute", self.stores), ("students", self.students), ("compare", self.compare))
-        for name, fn in stages:
-            self._timed(name, fn)
+        stages = (
+            ("dataset", self.dataset, lambda: (self.data / "contact_sheet.png").is_file()),
+            ("proposals", self.proposals, self._proposals_done),
+            ("rgb teacher", self.rgb_teachers, lambda: self._summaries("rgb", "rgb-untrained")),
+            ("precompute", self.stores, self._stores_done),
+            ("students", self.students,
+             lambda: self._summaries(*(f"{p}-{m}" for p in ("transfer", "control") for m in ("hha", "flow")))),
+            ("compare", self.compare, lambda: all((self.runs / f"compare-{m}" / "compare.json").is_file()
+                                                  for m in ("hha", "flow"))),
+        )
+        for name, fn, finished in stages:
+            self._timed(name, fn, finished)
         return self.write_report()
+
+
+TIMINGS = "timings.json"
+
+
+def read_timings(path: Path) -> dict[str, dict[str, float]]:
+    """Per stage ``{"seconds": work, "skip_seconds": check when already done}`` from an earlier run, if any
+    (a file of the older form ``{stage: seconds}`` reads as work times)."""
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(raw, dict):
+        return {}
+    return {k: dict(v) if isinstance(v, dict) else {"seconds": float(v)} for k, v in raw.items()}
 
 
 def run_demo(s: DemoSettings) -> Path:

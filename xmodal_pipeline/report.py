@@ -6,7 +6,9 @@ import json
 import shutil
 from pathlib import Path
 
-__all__ = ["plot_transfer_curves", "write_demo_report"]
+from shared.atomic import write_text_atomic
+
+__all__ = ["plot_transfer_curves", "timings_markdown", "write_demo_report"]
 
 
 def plot_transfer_curves(runs: dict[str, Path], path: Path) -> Path:
@@ -45,7 +47,8 @@ def _store_line(store: Path) -> str:
             f"zeros, mean L2 norm {s.get('mean_l2_norm', 0):.2f}")
 
 
-def write_demo_report(out: Path, runs: Path, data: Path, report: Path, timings: dict[str, float], profile: str) -> Path:
+def write_demo_report(out: Path, runs: Path, data: Path, report: Path, timings: dict[str, dict[str, float]],
+                      profile: str) -> Path:
     """Assemble ``report/report.md`` (+ PNGs) from the runs of the demo."""
     report.mkdir(parents=True, exist_ok=True)
     parts = [f"# Cross-modal supervision transfer — demo report (profile `{profile}`)\n"]
@@ -79,9 +82,20 @@ def write_demo_report(out: Path, runs: Path, data: Path, report: Path, timings: 
             if plot.is_file():
                 shutil.copy2(plot, report / f"comparison_{m}.png")
                 parts.append(f"\n![{m} comparison](comparison_{m}.png)\n")
-    parts.append("\n## Time per stage (s)\n\n| stage | seconds |\n|---|---|")
-    parts += [f"| {k} | {v:.1f} |" for k, v in timings.items()]
+    parts.append(timings_markdown(timings))
     path = report / "report.md"
-    path.write_text("\n".join(parts) + "\n")
-    (report / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
+    write_text_atomic(path, "\n".join(parts) + "\n")
     return path
+
+
+def timings_markdown(timings: dict[str, dict[str, float]]) -> str:
+    """The stage-time table: the seconds of the run that did each stage's work, and of the last check of a
+    rerun that found it done."""
+    def cell(v: float | None) -> str:
+        return "–" if v is None else f"{v:.1f}"
+
+    lines = ["\n## Time per stage (s)\n", "| stage | work | rerun, already done |", "|---|---|---|"]
+    lines += [f"| {k} | {cell(v.get('seconds'))} | {cell(v.get('skip_seconds'))} |" for k, v in timings.items()]
+    total = sum(v.get("seconds", 0.0) for v in timings.values())
+    lines.append(f"| total | {total:.1f} | |")
+    return "\n".join(lines)

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from shared.atomic import atomic_open
 from student_trainer.proposals._checks import ProposalFileError, by_score, check_boxes, check_frame_id
 from student_trainer.proposals.matlab import read_mat
 
@@ -99,13 +100,8 @@ def save_proposals(
         out["scores"] = np.concatenate([*flat, np.zeros(0)]).astype(np.float32)
     if meta is not None:
         out["meta"] = np.array(json.dumps(dict(meta), sort_keys=True))
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}.npz")  # np.savez appends .npz to names without it
-    try:
-        (np.savez_compressed if compress else np.savez)(tmp, **out)
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_open(p, "wb") as fh:
+        (np.savez_compressed if compress else np.savez)(fh, **out)
     return p
 
 

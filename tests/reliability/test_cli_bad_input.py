@@ -1,5 +1,7 @@
 """Every CLI given a corrupt, missing or mismatched image or manifest fails (exit != 0) naming the file or line,
-and leaves nothing marked done: no rewritten manifest, no summary.json, no done bits for the bad frame's shard."""
+and leaves nothing marked done: no rewritten manifest, no summary.json, no done bits for the bad frame's shard.
+Also one line, no traceback, for bad start-up input of ``serve`` (missing stores, duplicate ids, mixed teachers),
+a directory given as the manifest, and settings that only fail together (``detect --init transfer``)."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from tests.servers import args_of, run_cli
 
 pytestmark = pytest.mark.slow  # about 30 CLI processes
 BAD_LINE = 3
-FILE_FAULTS = ["missing_manifest", "bad_line", "missing_image", "corrupt_image"]
+FILE_FAULTS = ["missing_manifest", "bad_line", "non_utf8_line", "missing_image", "corrupt_image"]
 
 
 @dataclass
@@ -47,6 +49,14 @@ def bad_line(case: Case, split: str, field: str) -> None:
     lines = case.manifest.read_text().splitlines(keepends=True)
     lines[BAD_LINE - 1] = '{"id": "synth.broken", "split": \n'
     case.manifest.write_text("".join(lines))
+    case.names = f"{case.manifest}:{BAD_LINE}"
+
+
+def non_utf8_line(case: Case, split: str, field: str) -> None:
+    """A line in Latin-1 (``é`` as the single byte 0xE9), not UTF-8."""
+    lines = case.manifest.read_bytes().splitlines(keepends=True)
+    lines[BAD_LINE - 1] = b'{"id": "synth.caf\xe9", "split": "rgb_train", "rgb": "x.png"}\n'
+    case.manifest.write_bytes(b"".join(lines))
     case.names = f"{case.manifest}:{BAD_LINE}"
 
 
@@ -82,7 +92,8 @@ def dropped_field(case: Case, split: str, field: str) -> None:
 
 
 FAULTS: dict[str, Callable[[Case, str, str], None]] = {
-    f.__name__: f for f in (missing_manifest, bad_line, missing_image, corrupt_image, resized_image, dropped_field)
+    f.__name__: f for f in (missing_manifest, bad_line, non_utf8_line, missing_image, corrupt_image, resized_image,
+                            dropped_field)
 }
 
 
@@ -104,10 +115,17 @@ def _fails_naming(proc, case: Case) -> None:
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
 
 
-@pytest.mark.parametrize("fault", ["missing_manifest", "bad_line", "missing_image"])
+@pytest.mark.parametrize("fault", ["missing_manifest", "bad_line", "non_utf8_line", "missing_image"])
 def test_xmodal_data_validate(fault, make_case):
     case = make_case(fault, "depth_transfer", "hha")
     _fails_naming(run_cli("xmodal_data.cli", "validate", "--manifest", str(case.manifest), check=False), case)
+
+
+def test_xmodal_data_validate_a_directory(synth_tiny):
+    folder = synth_tiny.parent
+    proc = run_cli("xmodal_data.cli", "validate", "--manifest", str(folder), check=False)
+    _fails_naming(proc, Case(folder, folder, f"{folder}: is a directory, not a manifest file"))
+    assert f"did you mean {synth_tiny}?" in proc.stderr  # the manifest inside it
 
 
 @pytest.mark.parametrize("fault", [*FILE_FAULTS, "resized_image"])
@@ -143,6 +161,45 @@ def test_teacher_server_precompute(fault, make_case, synth_teacher_ckpt):
     if case.frame and store.is_dir():  # the bad frame's shard is not marked done (earlier shards may be)
         col = FeatureStore.open(store).collections["synth"]
         assert not col.done()[col.ids.index(case.frame)]
+
+
+def _second_store(kind: str, root: Path, synth_store: Path, synth_tiny: Path, teacher_ckpt: Path) -> Path:
+    """A store to serve beside ``synth_store``: a copy (same frame ids) or the same frames of another teacher."""
+    if kind == "duplicate_ids":
+        return Path(shutil.copytree(synth_store, root / "copy"))
+    from shared.features import encoding
+    from shared.nets.teachers import load_teacher
+    from teacher_server.precompute import precompute
+
+    precompute(root / "other", [synth_tiny], load_teacher("checkpoint", str(teacher_ckpt)), encoding("f32-zstd1"),
+               shard_frames=8, loader_workers=0, progress=False)
+    return root / "other"
+
+
+@pytest.mark.parametrize("fault", ["missing_store", "second_of_two_missing", "duplicate_ids", "mixed_teachers"])
+def test_teacher_server_serve_start_up(fault, tmp_path, synth_store, synth_tiny, teacher_ckpt):
+    """serve checks its stores before uvicorn starts: exit 2 with one line (was a lifespan traceback, exit 3)."""
+    missing = tmp_path / "no-store"
+    reason = {"duplicate_ids": "is in two collections", "mixed_teachers": "hold different teachers"}.get(fault, "")
+    if fault == "missing_store":
+        stores, names = str(missing), f"no feature store at {missing}"
+    elif fault == "second_of_two_missing":  # a comma splits --stores as it splits TEACHER_STORES
+        stores, names = f"{synth_store},{missing}", f"no feature store at {missing} (missing zarr.json)"
+    else:
+        other = _second_store(fault, tmp_path, synth_store, synth_tiny, teacher_ckpt)
+        stores, names = f"{synth_store},{other}", str(other)
+    proc = run_cli("teacher_server.cli", "serve", "--stores", stores, "--port", "0", timeout=120, check=False)
+    _fails_naming(proc, Case(tmp_path, missing, names))
+    assert reason in proc.stderr
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr[-3000:]
+
+
+def test_student_trainer_detect_init_without_checkpoint(tmp_path, synth_tiny):
+    proc = run_cli("student_trainer.cli", "detect", "--modality", "hha", "--init", "transfer", "--manifest",
+                   str(synth_tiny), "--out", str(tmp_path / "det"), check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "student-trainer detect: error: invalid settings: --init transfer needs " \
+                                  "--trunk-checkpoint", proc.stderr[-3000:]  # no "--? / STUDENT_DETECT_?", no dict
 
 
 def test_teacher_server_verify_missing_store(tmp_path):

@@ -118,3 +118,29 @@ def test_disk_full_is_clear_consistent_and_resumable(fault, tmp_path, teacher_ck
 
     assert teacher_server(argv) == 0  # space freed: the same command resumes
     assert_same_store(tmp_path / "s", clean)
+
+
+# Which write of the store's creation the disk fills up in: the first (root metadata) or the frame ids chunk.
+CREATION_FAULTS = {
+    "root_metadata": lambda key: key.startswith("zarr."),
+    "ids": lambda key: key.startswith("tiny/ids/c"),
+}
+
+
+@pytest.mark.parametrize("fault", CREATION_FAULTS)
+def test_disk_full_while_the_store_is_created(fault, tmp_path, teacher_ckpt, clean_run, monkeypatch, capsys):
+    manifest, clean, writes = clean_run
+    argv = ["precompute", *precompute_args(tmp_path / "s", manifest, teacher_ckpt, SHARD, BATCH)]
+    keys = [Path(p).relative_to(clean).as_posix() for p, _ in writes]
+    at = next(i for i, k in enumerate(keys) if CREATION_FAULTS[fault](k))  # the first such write: creation
+    assert not any(k.startswith("tiny/features/c/") for k in keys[:at])  # no shard written yet
+    free = sum(n for _, n in writes[:at]) + writes[at][1] // 2
+    capsys.readouterr()
+
+    assert _run_on_disk(monkeypatch, DiskBudget(free), argv) == 2
+    err = capsys.readouterr().err
+    assert f"store {tmp_path / 's'}" in err and "no space left" in err.lower() and "rerun" in err, err
+    assert "Traceback" not in err
+
+    assert teacher_server(argv) == 0  # space freed: the same command creates the rest and computes everything
+    assert_same_store(tmp_path / "s", clean)

@@ -87,7 +87,7 @@ def test_a_server_that_stops_answering_times_out_once():
         time.sleep(0.2)
         assert len(accepted) == 1  # not sent again on a new connection
         with TeacherClient(pool_url := f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=0.3,
-                           retries=0) as c, pytest.raises(XModalError, match=f"{pool_url}.*TimeoutError"):
+                           wait=0) as c, pytest.raises(XModalError, match=f"{pool_url}.*TimeoutError"):
             c.info()
         for conn in accepted:
             conn.close()

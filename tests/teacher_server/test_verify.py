@@ -64,7 +64,7 @@ def test_client_retries_until_the_server_comes_back(store_path):
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     app = create_app(ServeSettings(stores=[store_path]))
-    with TeacherClient(url, retries=20, backoff=0.05, max_backoff=0.2) as c:
+    with TeacherClient(url, wait=30, backoff=0.05, max_backoff=0.2) as c:
         import threading
 
         started = threading.Event()

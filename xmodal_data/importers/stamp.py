@@ -8,10 +8,10 @@ same content-shaping settings (crop, resize, flow method, ...): the first run wr
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from shared.atomic import write_json_atomic
 from shared.errors import ConfigError
 
 __all__ = ["STAMP_NAME", "check_stamp"]
@@ -46,7 +46,4 @@ def check_stamp(out_dir: Path, importer: str, settings: Mapping[str, object]) ->
                 f"{wanted['settings']}): use another output folder, or delete this one to start over"
             )
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(wanted, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_json_atomic(path, wanted, sort_keys=True)

@@ -24,6 +24,7 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
+from shared.atomic import write_text_atomic
 from shared.errors import ConfigError
 from shared.imageio import write_depth_mm, write_image
 from shared.manifest import FrameRecord, ManifestHeader, write_manifest
@@ -71,11 +72,7 @@ def _make_frame(out_dir: Path, config: SynthConfig, split: str, index: int) -> F
         paths["rgb_next"] = f"rgb_next/{fid}.png"
         write_image(out_dir / paths["rgb_next"], frame.rgb_next)
     record = FrameRecord(id=fid, split=split, intrinsics=config.intrinsics(), objects=frame.objects, **paths)
-    path = _record_path(out_dir, fid)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(record.model_dump_json(exclude_none=True), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(_record_path(out_dir, fid), record.model_dump_json(exclude_none=True), durable=False)
     return record
 
 
@@ -103,10 +100,7 @@ def _check_config(out_dir: Path, config: SynthConfig) -> None:
                 "use another directory or delete this one"
             )
         return
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(identity, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(identity, indent=2))
 
 
 def generate_synth(out_dir: Path, config: SynthConfig, workers: int | None = None, progress: bool = True) -> Path:

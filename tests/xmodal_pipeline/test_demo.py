@@ -1,0 +1,58 @@
+"""The demo's per-profile folders and its stage timings, which a rerun that skips everything must not overwrite."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from xmodal_pipeline import demo as demo_module
+from xmodal_pipeline.demo import Demo, DemoSettings, read_timings
+from xmodal_pipeline.procs import ProcessGroup
+from xmodal_pipeline.report import timings_markdown
+
+
+@pytest.mark.parametrize(("profile", "out"), [("tiny", "runs/demo-tiny"), ("quick", "runs/demo"),
+                                              ("full", "runs/demo-full")])
+def test_each_profile_has_its_own_default_folder(profile, out, monkeypatch):
+    monkeypatch.delenv("XMODAL_DEMO_OUT", raising=False)
+    assert DemoSettings(profile=profile).out == Path(out)
+    assert DemoSettings(profile=profile, out="elsewhere").out == Path("elsewhere")  # --out / OUT= wins
+
+
+class _Clock:
+    """A stand-in for the demo's ``time`` module: stages take exactly the seconds they are given."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+def _run_stage(out: Path, clock: _Clock, finished: bool, seconds: float) -> dict:
+    """One demo run of a single stage "data" that takes ``seconds`` and is (or not) already done when it starts."""
+    def stage() -> None:
+        clock.now += seconds
+
+    with ProcessGroup(out / "logs") as procs:
+        Demo(DemoSettings(profile="tiny", out=out), procs)._timed("data", stage, lambda: finished)
+    return json.loads((out / "report" / "timings.json").read_text())
+
+
+def test_a_rerun_keeps_the_measured_stage_time_and_records_the_skip_beside_it(tmp_path, monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(demo_module, "time", clock)
+    assert _run_stage(tmp_path, clock, finished=False, seconds=42.0) == {"data": {"seconds": 42.0}}
+    assert _run_stage(tmp_path, clock, finished=True, seconds=0.5) == {"data": {"seconds": 42.0, "skip_seconds": 0.5}}
+    assert _run_stage(tmp_path, clock, finished=False, seconds=7.0) == {"data": {"seconds": 7.0, "skip_seconds": 0.5}}
+    table = timings_markdown(read_timings(tmp_path / "report" / "timings.json"))
+    assert "| stage | work | rerun, already done |" in table and "| data | 7.0 | 0.5 |" in table
+
+
+def test_timings_of_the_older_form_read_as_work_times(tmp_path):
+    path = tmp_path / "timings.json"
+    path.write_text(json.dumps({"dataset": 62.0, "proposals": 93.5}))
+    assert read_timings(path) == {"dataset": {"seconds": 62.0}, "proposals": {"seconds": 93.5}}
+    assert read_timings(tmp_path / "missing.json") == {}
