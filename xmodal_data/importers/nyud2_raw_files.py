@@ -10,7 +10,9 @@ file names ``"%c-%f-%u.%s"``:
 * ``a-<host>-<dev>.dump``: accelerometer state (not used: HHA estimates gravity from the depth itself).
 
 ``<host>`` is the host clock in seconds with 6 decimals, ``<dev>`` the Kinect's uint32 frame timestamp.
-Other files (``INDEX.txt``, ...) are ignored.
+Other files (``INDEX.txt``, ...) are ignored. The toolbox classifies by ``^d-*``, ``^r-*``, ``^a-*``, which
+match any name starting with d, r or a; here the kind letter must be followed by ``-``, and such a name
+that is not ``<kind>-<seconds>-<uint>.<ext>`` fails (the toolbox would read its time as NaN).
 
 Sync (``get_synched_frames.m``): names are sorted; every depth frame is kept and matched to the RGB frame
 whose host time is nearest, ties going to the later one (the toolbox's forward-moving pointer gives exactly
