@@ -193,11 +193,13 @@ def _nyud2_raw(s: Nyud2RawSettings) -> None:
     from xmodal_data.importers.nyud2_raw import import_nyud2_raw
     from xmodal_data.importers.nyud2_scenes import read_scene_splits, scene_splits_from_labeled
 
-    if (s.scene_splits is None) == (s.labeled_mat is None) or (s.labeled_mat is not None and s.meta is None):
+    if s.scene_splits is not None and s.labeled_mat is None:
+        scene_splits = read_scene_splits(s.scene_splits)
+    elif s.scene_splits is None and s.labeled_mat is not None and s.meta is not None:
+        scene_splits = scene_splits_from_labeled(s.labeled_mat, s.meta / "nyusplits.mat")
+    else:
         raise ConfigError("give the scene splits either as --scene-splits FILE or as --labeled-mat "
                           "nyu_depth_v2_labeled.mat --meta DIR (with nyusplits.mat)")
-    scene_splits = (read_scene_splits(s.scene_splits) if s.scene_splits is not None
-                    else scene_splits_from_labeled(s.labeled_mat, s.meta / "nyusplits.mat"))  # type: ignore[arg-type,operator]
     path = import_nyud2_raw(
         s.root, s.out, scene_splits, splits=s.splits, every_s=s.every_s,
         calibration=read_calibration(s.calibration) if s.calibration else NYU_CALIBRATION,

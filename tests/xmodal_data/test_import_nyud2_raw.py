@@ -174,6 +174,11 @@ def test_bad_inputs_fail_naming_the_file_and_nothing_is_marked_done(tmp_path):
     assert _nothing_written(out)
     pgm.write_bytes(data)
 
+    shutil.copytree(root / "bedroom_0001", root / "bedrooms" / "bedroom_0001")
+    with pytest.raises(DataError, match=r"scene bedroom_0001 is found twice: .*raw/bedroom_0001 and .*bedrooms/bed"):
+        run()
+    shutil.rmtree(root / "bedrooms")
+
     for ppm in (root / "bedroom_0001").glob("r-*.ppm"):
         ppm.unlink()
     with pytest.raises(DataError, match=r"scene .*bedroom_0001 has no RGB .* no depth frame can be matched"):
