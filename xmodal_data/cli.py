@@ -78,6 +78,58 @@ class VideoSettings(BaseSettings):
     progress: bool = Field(True, description="show a progress bar")
 
 
+class Nyud2RawSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=_ENV + "NYUD2_RAW_", extra="ignore")
+
+    root: Path = Field(description="folder of the raw scene folders (bedroom_0001/ ... or <zip name>/<scene>/)")
+    out: Path = Field(Path("runs/data/nyud2_raw"), description="output folder")
+    splits: list[Literal["train", "val"]] = Field(["train", "val"], description="scene splits to import "
+                                                  "(test scenes never are)")
+    every_s: float = Field(1.0, gt=0, description="sample one depth frame per this many seconds per scene")
+    scene_splits: Path | None = Field(None, description="scene -> split file (JSON {scene: split} or CSV "
+                                      "scene,split); or give --labeled-mat and --meta")
+    labeled_mat: Path | None = Field(None, description="nyu_depth_v2_labeled.mat, whose 'scenes' with "
+                                     "nyusplits.mat give the scene splits")
+    meta: Path | None = Field(None, description="folder with Gupta et al.'s nyusplits.mat (with --labeled-mat)")
+    calibration: Path | None = Field(None, description="JSON of camera_params.m fields overriding the toolbox "
+                                     "constants (needed for frames other than 640x480)")
+    fill_alpha: float = Field(1.0, gt=0, description="colorization fill's data-term weight (toolbox: 1)")
+    fill_solver: Literal["iterative", "direct"] = Field("iterative", description="colorization fill solver "
+                                                        "(the same solution; iterative takes ~4x less CPU)")
+    max_sync_gap_s: float | None = Field(None, gt=0, description="drop depth frames whose nearest RGB frame is "
+                                         "farther in time (default: keep all, as the toolbox)")
+    allow_missing_scenes: bool = Field(False, description="skip requested scenes missing under --root instead "
+                                       "of failing")
+    workers: int | None = Field(None, ge=1, description="processes (default: all cores)")
+    progress: bool = Field(True, description="show a progress bar")
+
+
+class Ucf101Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=_ENV + "UCF101_", extra="ignore")
+
+    root: Path = Field(description="folder holding UCF-101/ (or its class folders)")
+    list: Path = Field(description="split list, e.g. ucfTrainTestlist/trainlist01.txt")
+    out: Path = Field(Path("runs/data/ucf101"), description="output folder")
+    frames_per_video: int = Field(5, ge=1, description="evenly spaced (t, t+1) pairs per video")
+    split: str = Field("flow_transfer", description="split name written to the manifest")
+    flow_method: Literal["dis", "farneback"] = Field("dis", description="optical flow algorithm")
+    skip_bad: bool = Field(False, description="skip (and list) videos that cannot be decoded instead of failing")
+    workers: int | None = Field(None, ge=1, description="processes (default: all cores)")
+    progress: bool = Field(True, description="show a progress bar")
+
+
+class JhmdbSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=_ENV + "JHMDB_", extra="ignore")
+
+    root: Path = Field(description="JHMDB folder with Rename_Images/, puppet_mask/ and splits/")
+    split: int = Field(ge=1, le=3, description="JHMDB split 1, 2 or 3 (manifest_split<k>.jsonl; train/test -> "
+                                    "flow_train/flow_test)")
+    out: Path = Field(Path("runs/data/jhmdb"), description="output folder (one folder can take all 3 splits)")
+    flow_method: Literal["dis", "farneback"] = Field("dis", description="optical flow algorithm")
+    workers: int | None = Field(None, ge=1, description="processes (default: all cores)")
+    progress: bool = Field(True, description="show a progress bar")
+
+
 def _synth(s: SynthSettings) -> None:
     from xmodal_data.encode import encode_manifest
     from xmodal_data.synth.config import SynthConfig
@@ -135,6 +187,45 @@ def _video(s: VideoSettings) -> None:
     print(f"wrote {path}")
 
 
+def _nyud2_raw(s: Nyud2RawSettings) -> None:
+    from shared.errors import ConfigError
+    from xmodal_data.importers.nyu_toolbox import NYU_CALIBRATION, read_calibration
+    from xmodal_data.importers.nyud2_raw import import_nyud2_raw
+    from xmodal_data.importers.nyud2_scenes import read_scene_splits, scene_splits_from_labeled
+
+    if s.scene_splits is not None and s.labeled_mat is None:
+        scene_splits = read_scene_splits(s.scene_splits)
+    elif s.scene_splits is None and s.labeled_mat is not None and s.meta is not None:
+        scene_splits = scene_splits_from_labeled(s.labeled_mat, s.meta / "nyusplits.mat")
+    else:
+        raise ConfigError("give the scene splits either as --scene-splits FILE or as --labeled-mat "
+                          "nyu_depth_v2_labeled.mat --meta DIR (with nyusplits.mat)")
+    path = import_nyud2_raw(
+        s.root, s.out, scene_splits, splits=s.splits, every_s=s.every_s,
+        calibration=read_calibration(s.calibration) if s.calibration else NYU_CALIBRATION,
+        fill_alpha=s.fill_alpha, fill_solver=s.fill_solver, max_sync_gap_s=s.max_sync_gap_s,
+        allow_missing_scenes=s.allow_missing_scenes, workers=s.workers, progress=s.progress,
+    )
+    print(f"wrote {path}")
+
+
+def _ucf101(s: Ucf101Settings) -> None:
+    from xmodal_data.importers.ucf101 import import_ucf101
+
+    path = import_ucf101(
+        s.root, s.list, s.out, frames_per_video=s.frames_per_video, split=s.split, flow_method=s.flow_method,
+        skip_bad=s.skip_bad, workers=s.workers, progress=s.progress,
+    )
+    print(f"wrote {path}")
+
+
+def _jhmdb(s: JhmdbSettings) -> None:
+    from xmodal_data.importers.jhmdb import import_jhmdb
+
+    path = import_jhmdb(s.root, s.split, s.out, flow_method=s.flow_method, workers=s.workers, progress=s.progress)
+    print(f"wrote {path}")
+
+
 _COMMANDS: dict[str, Command] = {
     "synth": (SynthSettings, _synth, "render the built-in paired dataset (RGB, depth, raw depth, clips), "
               "encode HHA + flow, draw a contact sheet"),
@@ -143,6 +234,12 @@ _COMMANDS: dict[str, Command] = {
     "validate": (ValidateSettings, _validate, "check a manifest (line/field errors) and its files"),
     "nyud2": (Nyud2Settings, _nyud2, "import the NYUD2 labeled set (.mat) with Gupta et al.'s splits and 19 classes"),
     "video": (VideoSettings, _video, "import a video or frame folder as frame pairs + flow images"),
+    "nyud2-raw": (Nyud2RawSettings, _nyud2_raw, "import NYUD2 raw video of the train/val scenes as synced, "
+                  "registered, hole-filled RGB-depth pairs with HHA (the NYU toolbox's steps)"),
+    "ucf101": (Ucf101Settings, _ucf101, "import UCF101 videos of a split list as evenly spaced frame pairs "
+               "+ flow images"),
+    "jhmdb": (JhmdbSettings, _jhmdb, "import a JHMDB split: person boxes from puppet masks labelled with the "
+              "action, flow images of (t, t+1)"),
 }
 
 

@@ -80,6 +80,7 @@ __all__ = [
     "frame_id",
     "import_nyud2",
     "instance_boxes",
+    "read_cell_strings",
     "read_class_mapping40",
     "read_label_names",
     "read_splits",
@@ -309,30 +310,43 @@ def _check_layout(f: h5py.File, path: Path, camera: Intrinsics) -> int:
     return counts["images"]
 
 
+def read_cell_strings(f: h5py.File, path: Path, key: str, expected: str) -> tuple[str, ...]:
+    """Decode a MATLAB cell array of strings: object references to uint16 char datasets, in cell order.
+
+    Args:
+        f, path: the open v7.3 file and its path (for messages).
+        key: the dataset, e.g. ``names`` or ``scenes``.
+        expected: what the dataset should be, for the error message.
+
+    Raises:
+        DataError: ``key`` missing, not references, or a reference to something other than a char array.
+    """
+    ds = f.get(key)
+    if not isinstance(ds, h5py.Dataset) or h5py.check_dtype(ref=ds.dtype) is not h5py.Reference:
+        raise DataError(f"{path}: HDF5 dataset {key!r} is missing or not a cell array; expected {expected}")
+    strings = []
+    for k, ref in enumerate(np.asarray(ds[()]).ravel(), start=1):
+        target = f[ref] if ref else None
+        if not isinstance(target, h5py.Dataset):
+            raise DataError(f"{path}: {key}{{{k}}} does not reference a char dataset")
+        chars = np.asarray(target[()]).ravel()
+        if target.attrs.get("MATLAB_empty", 0):
+            chars = chars[:0]
+        if not np.issubdtype(chars.dtype, np.integer):
+            raise DataError(f"{path}: {key}{{{k}}} has dtype {chars.dtype}, expected uint16 characters")
+        strings.append("".join(map(chr, chars.tolist())))
+    return tuple(strings)
+
+
 def read_label_names(f: h5py.File, path: Path) -> tuple[str, ...]:
     """Decode the ``names`` cell array: object references to uint16 char datasets (1-based label order).
 
     Raises:
         DataError: ``names`` missing, not references, or a reference to something other than a char array.
     """
-    ds = f.get("names")
-    if not isinstance(ds, h5py.Dataset) or h5py.check_dtype(ref=ds.dtype) is not h5py.Reference:
-        raise DataError(
-            f"{path}: HDF5 dataset 'names' is missing or not a cell array; expected (1, 894) object "
-            "references to uint16 char arrays (MATLAB 894x1 cell of class names)"
-        )
-    names = []
-    for k, ref in enumerate(np.asarray(ds[()]).ravel(), start=1):
-        target = f[ref] if ref else None
-        if not isinstance(target, h5py.Dataset):
-            raise DataError(f"{path}: names{{{k}}} does not reference a char dataset")
-        chars = np.asarray(target[()]).ravel()
-        if target.attrs.get("MATLAB_empty", 0):
-            chars = chars[:0]
-        if not np.issubdtype(chars.dtype, np.integer):
-            raise DataError(f"{path}: names{{{k}}} has dtype {chars.dtype}, expected uint16 characters")
-        names.append("".join(map(chr, chars.tolist())))
-    return tuple(names)
+    return read_cell_strings(
+        f, path, "names", "(1, 894) object references to uint16 char arrays (MATLAB 894x1 cell of class names)"
+    )
 
 
 # ------------------------------------------------------------------------------------------------ import

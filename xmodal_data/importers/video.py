@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -44,16 +45,25 @@ from xmodal_data.importers.stamp import check_stamp
 __all__ = [
     "IMAGE_SUFFIXES",
     "MANIFEST_NAME",
+    "PAIR_KINDS",
+    "VideoInfo",
+    "decode_frames",
     "fit_max_side",
     "import_video",
     "list_frames",
+    "open_video",
+    "pair_paths",
     "pair_starts",
     "sanitise_stem",
+    "write_pair",
 ]
 
 MANIFEST_NAME = "manifest.jsonl"
 IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
 """File suffixes (lower case) taken as frames in a frame folder; other files are ignored."""
+
+PAIR_KINDS = ("rgb", "rgb_next", "flow")
+"""The files of a pair, by manifest field."""
 
 _MAX_ID = 128  # frame ids are at most 128 characters (shared.ids)
 Pairs = Iterator[tuple[int, Callable[[], tuple[np.ndarray, np.ndarray]]]]
@@ -125,12 +135,69 @@ def _folder_pairs(folder: Path, stride: int, step: int) -> tuple[int, Pairs]:
     return len(frames), pairs()
 
 
-def _video_pairs(path: Path, stride: int, step: int) -> tuple[int, Pairs]:
-    """Estimated frame count and pairs of a video, decoded sequentially."""
+@dataclass(frozen=True)
+class VideoInfo:
+    """What a video file's header says (OpenCV's properties); the frame count is the container's."""
+
+    frames: int
+    fps: float
+    width: int
+    height: int
+
+
+def open_video(path: Path) -> tuple[cv2.VideoCapture, VideoInfo]:
+    """Open a video for sequential decoding and read its header.
+
+    Raises:
+        FileNotFoundError: no such file.
+        DataError: OpenCV cannot open it (names the file).
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"video {path} does not exist")
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
+        capture.release()
         raise DataError(f"cannot open video {path}: not a file OpenCV can decode")
-    estimate = max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)))
+    info = VideoInfo(
+        frames=max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT))),
+        fps=float(capture.get(cv2.CAP_PROP_FPS)),
+        width=int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+        height=int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+    )
+    return capture, info
+
+
+def decode_frames(capture: cv2.VideoCapture, wanted: Collection[int]) -> tuple[dict[int, np.ndarray], int]:
+    """Decode sequentially (seeking is unreliable across codecs), keeping the frames at ``wanted`` indices.
+
+    Decoding stops after the last wanted frame, or at the end of the stream. The capture is released.
+
+    Returns:
+        ``({index: (H, W, 3) uint8 RGB}, frames decoded)``; without ``wanted`` every frame is decoded and
+        counted, none kept.
+    """
+    last = max(wanted, default=None)
+    kept: dict[int, np.ndarray] = {}
+    index = 0
+    try:
+        while last is None or index <= last:
+            if index in wanted:
+                ok, bgr = capture.read()
+                if ok:
+                    kept[index] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            else:
+                ok = capture.grab()
+            if not ok:
+                break
+            index += 1
+    finally:
+        capture.release()
+    return kept, index
+
+
+def _video_pairs(path: Path, stride: int, step: int) -> tuple[int, Pairs]:
+    """Estimated frame count and pairs of a video, decoded sequentially."""
+    capture, info = open_video(path)
 
     def pairs() -> Pairs:
         pending: dict[int, np.ndarray] = {}
@@ -153,7 +220,45 @@ def _video_pairs(path: Path, stride: int, step: int) -> tuple[int, Pairs]:
         if index <= step:
             raise DataError(f"video {path} has {index} decodable frames; a pair needs at least {step + 1}")
 
-    return estimate, pairs()
+    return info.frames, pairs()
+
+
+def pair_paths(stem: str, t: int, kinds: Sequence[str] = PAIR_KINDS, digits: int = 6) -> dict[str, str]:
+    """Output paths of pair ``t`` of clip ``stem``, relative to the output folder: ``<kind>/<stem>/<t>.png``."""
+    return {kind: f"{kind}/{stem}/{t:0{digits}d}.png" for kind in kinds}
+
+
+def write_pair(
+    out_dir: Path,
+    rel: Mapping[str, str],
+    load: Callable[[], tuple[np.ndarray, np.ndarray]],
+    max_side: int | None = None,
+    flow_method: str = "dis",
+) -> bool:
+    """Write the missing files of one pair; the frames are loaded only when something is missing.
+
+    Args:
+        out_dir: output folder.
+        rel: paths relative to ``out_dir`` by kind, a subset of ``rgb`` (frame t), ``rgb_next`` (frame
+            t + step) and ``flow`` (the flow image from t to t + step).
+        load: returns frames t and t + step, (H, W, 3) uint8 RGB of one size.
+        max_side: shrink both frames first (:func:`fit_max_side`).
+        flow_method: :func:`xmodal_data.flow.compute_flow` method.
+
+    Returns:
+        True when something was written.
+    """
+    missing = {kind for kind, r in rel.items() if not (out_dir / r).is_file()}
+    if not missing:
+        return False
+    first, second = (fit_max_side(frame, max_side) for frame in load())
+    if "rgb" in missing:
+        write_image(out_dir / rel["rgb"], first)
+    if "rgb_next" in missing:
+        write_image(out_dir / rel["rgb_next"], second)
+    if "flow" in missing:
+        write_image(out_dir / rel["flow"], encode_flow_image(compute_flow(first, second, flow_method)))
+    return True
 
 
 def _clip_records(
@@ -175,16 +280,8 @@ def _clip_records(
     records = []
     bar = tqdm(pairs, total=len(pair_starts(n_frames, stride, step)), desc=stem, unit="pair", disable=not progress)
     for t, load in bar:
-        rel = {kind: f"{kind}/{stem}/{t:06d}.png" for kind in ("rgb", "rgb_next", "flow")}
-        missing = {kind for kind, r in rel.items() if not (out_dir / r).is_file()}
-        if missing:
-            first, second = (fit_max_side(frame, max_side) for frame in load())
-            if "rgb" in missing:
-                write_image(out_dir / rel["rgb"], first)
-            if "rgb_next" in missing:
-                write_image(out_dir / rel["rgb_next"], second)
-            if "flow" in missing:
-                write_image(out_dir / rel["flow"], encode_flow_image(compute_flow(first, second, flow_method)))
+        rel = pair_paths(stem, t)
+        write_pair(out_dir, rel, load, max_side, flow_method)
         records.append(FrameRecord(id=f"{dataset}.{stem}.{t:06d}", split=split, **rel))
     if not records:
         raise DataError(f"{source} has {n_frames} frames; a pair needs at least {step + 1}")
