@@ -9,10 +9,7 @@ import torch
 
 from shared.errors import ConfigError
 
-__all__ = ["AMP_HELP", "autocast", "autocast_dtype", "select_device"]
-
-AMP_HELP = ("mixed precision: float16 autocast on CUDA (on there by default); on the CPU the same autocast path in "
-            "bfloat16, only when given (--amp; off by default: slower without bfloat16 hardware)")
+__all__ = ["autocast", "autocast_dtype", "select_device"]
 
 
 def select_device(name: str) -> torch.device:
@@ -29,7 +26,7 @@ def select_device(name: str) -> torch.device:
 
 def autocast_dtype(device: torch.device, amp: bool | None) -> torch.dtype | None:
     """The autocast dtype for ``--amp`` (None: unset = on for CUDA only; True; False) on ``device``, or None for
-    float32."""
+    float32 (:data:`shared.settings.AMP_HELP` says it to users)."""
     if amp is False or (amp is None and device.type != "cuda"):
         return None
     return torch.float16 if device.type == "cuda" else torch.bfloat16

@@ -26,6 +26,7 @@ from pydantic_settings import BaseSettings, NoDecode
 from shared.errors import ConfigError, XModalError
 
 __all__ = [
+    "AMP_HELP",
     "Command",
     "add_settings_arguments",
     "env_name",
@@ -36,6 +37,10 @@ __all__ = [
 ]
 
 S = TypeVar("S", bound=BaseSettings)
+
+AMP_HELP = ("mixed precision: float16 autocast on CUDA (on there by default); on the CPU the same autocast path in "
+            "bfloat16, only when given (--amp; off by default: slower without bfloat16 hardware)")
+"""The ``--amp`` help of every command that runs a network (see :func:`shared.device.autocast_dtype`)."""
 
 
 def env_name(cls: type[BaseSettings], field: str) -> str:

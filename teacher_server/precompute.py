@@ -233,7 +233,7 @@ def precompute(
     ``store_path`` is a folder or ``s3://bucket/prefix``; either way each worker writes only its own shards.
     ``views``: ``identity`` and, by default, ``mirror`` (the map of each frame mirrored left-right, computed by a
     second forward: what a student trained on mirrored inputs must regress). ``amp``: see
-    :data:`shared.device.AMP_HELP`.
+    :data:`shared.settings.AMP_HELP`.
     """
     t0 = time.perf_counter()
     device = device or select_device("auto")

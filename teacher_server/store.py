@@ -523,6 +523,8 @@ def _root_for_write(zstore: Any, objects: StoreObjects, location: StoreLocation,
     except (StoreDamagedError, *_UNREADABLE) as e:
         if isinstance(e, DataError) and not isinstance(e, StoreDamagedError):
             raise
+        if isinstance(e, OSError) and e.errno in _FULL_ERRNOS:  # a write that failed, not a damaged read
+            raise
         if not repair:
             raise StoreDamagedError(str(e) if isinstance(e, StoreDamagedError) else
                                     f"{location}/zarr.json is damaged ({type(e).__name__}: {e}); " + REPAIR_HINT) \

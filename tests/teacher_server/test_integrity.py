@@ -83,7 +83,7 @@ def test_a_flipped_chunk_byte_is_corrupt_feature_everywhere(store, dataset, teac
                                                                            "tiny.0011"]}).content)
         assert [(e.status, e.code) for e in batch] == [(200, None), (500, "corrupt_feature"), (200, None)]
         assert _metric(url, "teacher_batch_frame_errors_total", "corrupt_feature") == 1
-        with TeacherClient(url, retries=0) as c, pytest.raises(FeatureServiceError, match=f"tiny.0010.*{url}"):
+        with TeacherClient(url, wait=0) as c, pytest.raises(FeatureServiceError, match=f"tiny.0010.*{url}"):
             c.get_many(["tiny.0009", "tiny.0010"])
     found = verify_store(FeatureStore.open(store))
     assert [(d.shard, d.frame_id) for d in found] == [(1, "tiny.0010")]
@@ -102,7 +102,7 @@ def test_the_client_names_frame_server_and_teacher_when_bytes_do_not_decode(tmp_
     data = bytearray(path.read_bytes())
     data[60] ^= 0xFF  # inside frame 0's zstd frame
     path.write_bytes(bytes(data))
-    with uvicorn_thread(create_app(ServeSettings(stores=[old]))) as url, TeacherClient(url, retries=0) as c:
+    with uvicorn_thread(create_app(ServeSettings(stores=[old]))) as url, TeacherClient(url, wait=0) as c:
         assert httpx.get(f"{url}/features/old.0000").status_code == 200  # served as stored: nothing to check
         for fetch in (lambda: c.get("old.0000"), lambda: c.get_many(["old.0001", "old.0000"])):
             with pytest.raises(DataError) as err:
