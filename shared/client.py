@@ -29,6 +29,7 @@ from shared.errors import DataError, FrameIdError, FrameNotFoundError, XModalErr
 from shared.features import (
     BATCH_MEDIA_TYPE,
     HEADER_SHAPE,
+    VIEWS,
     FeatureEncoding,
     decode_batch,
     decode_chunk,
@@ -60,6 +61,13 @@ def _raise_for(status: int, code: str, message: str) -> None:
     if code == "unknown_frame":
         raise FrameNotFoundError(message)
     raise FeatureServiceError(status, code, message)
+
+
+def _view_query(view: str) -> str:
+    """The query selecting a view (none for identity, so identity URLs stay what they always were)."""
+    if view not in VIEWS:
+        raise ValueError(f"unknown view {view!r}; known: {list(VIEWS)}")
+    return "" if view == "identity" else f"?view={view}"
 
 
 def _error_of(resp: Reply) -> tuple[str, str]:
@@ -186,26 +194,28 @@ class TeacherClient:
         except TransportError:
             return False
 
-    def get(self, frame_id: str) -> np.ndarray:
-        """One frame's map, float32 (C, H, W)."""
+    def get(self, frame_id: str, view: str = "identity") -> np.ndarray:
+        """One frame's map, float32 (C, H, W); ``view="mirror"``: the teacher's map of the mirrored frame."""
         validate_frame_id(frame_id)
-        cached = self._cache_get(frame_id)
+        cached = self._cache_get(frame_id, view)
         if cached is not None:
             return cached
-        resp = self._check(self._request("GET", f"/features/{frame_id}"))
+        resp = self._check(self._request("GET", f"/features/{frame_id}" + _view_query(view)))
         shape = tuple(int(v) for v in resp.headers[HEADER_SHAPE].split(","))
         arr = self._decode(frame_id, resp.body, shape)
-        self._cache_put(frame_id, resp.body, shape)  # only bytes that decoded
+        self._cache_put(frame_id, view, resp.body, shape)  # only bytes that decoded
         return arr
 
-    def get_npy(self, frame_id: str) -> np.ndarray:
+    def get_npy(self, frame_id: str, view: str = "identity") -> np.ndarray:
         """One frame's map through the server-decoded ``.npy`` form."""
         validate_frame_id(frame_id)
-        resp = self._check(self._request("GET", f"/features/{frame_id}?format=npy"))
+        query = "?format=npy" + _view_query(view).replace("?", "&")
+        resp = self._check(self._request("GET", f"/features/{frame_id}{query}"))
         return np.load(io.BytesIO(resp.body), allow_pickle=False)
 
-    def get_many(self, frame_ids: Sequence[str]) -> np.ndarray:
-        """Maps of many frames of one shape, stacked float32 (N, C, H, W), in the order given.
+    def get_many(self, frame_ids: Sequence[str], views: Sequence[str] | None = None) -> np.ndarray:
+        """Maps of many frames of one shape, stacked float32 (N, C, H, W), in the order given (``views[k]`` of
+        frame k: identity or mirror; default identity).
 
         Uses batch requests of at most the server's ``max_batch`` and decodes each map straight into its row of
         the result; any unavailable frame raises.
@@ -213,59 +223,67 @@ class TeacherClient:
         ids = [validate_frame_id(f) for f in frame_ids]
         if not ids:
             raise ValueError("get_many needs at least one frame id")
-        rows: dict[str, list[int]] = {}  # id -> its positions in the result (an id may repeat)
-        for k, fid in enumerate(ids):
-            rows.setdefault(fid, []).append(k)
+        if views is not None and len(views) != len(ids):
+            raise ValueError(f"get_many needs one view per id ({len(ids)} ids, {len(views)} views)")
+        keys = list(zip(ids, views or ["identity"] * len(ids), strict=True))
+        rows: dict[tuple[str, str], list[int]] = {}  # (id, view) -> its positions in the result (may repeat)
+        for k, key in enumerate(keys):
+            rows.setdefault(key, []).append(k)
         out: np.ndarray | None = None
 
-        def fill(fid: str, shape: tuple[int, ...]) -> np.ndarray:
-            """The frame's first row of the result (allocated with the first shape seen); later rows are
-            copied from it by :func:`repeat`."""
+        def fill(key: tuple[str, str], shape: tuple[int, ...]) -> np.ndarray:
+            """The key's first row of the result (allocated with the first shape seen); later rows are copied from
+            it by :func:`repeat`."""
             nonlocal out
             if out is None:
-                out = np.empty((len(ids), *shape), dtype=np.float32)
-            return out[rows[fid][0]]
+                out = np.empty((len(keys), *shape), dtype=np.float32)
+            return out[rows[key][0]]
 
-        def repeat(fid: str) -> None:
-            first, *rest = rows.pop(fid)
+        def repeat(key: tuple[str, str]) -> None:
+            first, *rest = rows.pop(key)
             for k in rest:
                 out[k] = out[first]  # type: ignore[index]
 
         missing = []
-        for fid in list(rows):
-            hit = self._cache_get(fid)
+        for key in list(rows):
+            hit = self._cache_get(*key)
             if hit is None:
-                missing.append(fid)
+                missing.append(key)
             else:
-                fill(fid, hit.shape)[...] = hit
-                repeat(fid)
+                fill(key, hit.shape)[...] = hit
+                repeat(key)
         step = int(self.info()["max_batch"])
         for i in range(0, len(missing), step):
-            body = json.dumps({"ids": missing[i : i + step], "strict": False}).encode()
-            resp = self._check(self._request("POST", "/features/batch", body, _BATCH_HEADERS))
-            for entry in decode_batch(resp.body):
+            part = missing[i : i + step]
+            request: dict[str, Any] = {"ids": [fid for fid, _ in part], "strict": False}
+            if any(view != "identity" for _, view in part):
+                request["views"] = [view for _, view in part]
+            resp = self._check(self._request("POST", "/features/batch", json.dumps(request).encode(), _BATCH_HEADERS))
+            entries = decode_batch(resp.body)
+            if [e.id for e in entries] != request["ids"]:
+                raise DataError(f"teacher service {self.base_url}: the batch response lists other frames than "
+                                f"asked for ({len(entries)} entries for {len(part)} ids)")
+            for key, entry in zip(part, entries, strict=True):
                 if entry.status != 200:
                     _raise_for(entry.status, entry.code or "error",
                                f"{entry.message or ''} (teacher service {self.base_url})")
-                if entry.id in rows:
-                    shape = entry.shape or ()
-                    self._decode(entry.id, entry.data, shape, out=fill(entry.id, shape))
-                    self._cache_put(entry.id, entry.data, shape)
-                    repeat(entry.id)
-        if rows:
-            raise DataError(f"batch response lacks frames {sorted(rows)[:5]}")
-        assert out is not None
+                shape = entry.shape or ()
+                self._decode(entry.id, entry.data, shape, out=fill(key, shape))
+                self._cache_put(*key, entry.data, shape)
+                repeat(key)
+        assert out is not None and not rows
         return out
 
     # -- on-disk cache ----------------------------------------------------------------------------
-    def _cache_path(self, frame_id: str) -> Path | None:
+    def _cache_path(self, frame_id: str, view: str) -> Path | None:
         if self.cache_dir is None:
             return None
-        digest = hashlib.sha256(f"{self.teacher_id}\0{frame_id}".encode()).hexdigest()
+        name = frame_id if view == "identity" else f"{frame_id}\0{view}"
+        digest = hashlib.sha256(f"{self.teacher_id}\0{name}".encode()).hexdigest()
         return self.cache_dir / digest[:2] / f"{digest}.chunk"
 
-    def _cache_get(self, frame_id: str) -> np.ndarray | None:
-        path = self._cache_path(frame_id)
+    def _cache_get(self, frame_id: str, view: str = "identity") -> np.ndarray | None:
+        path = self._cache_path(frame_id, view)
         if path is None or not path.is_file():
             return None
         blob = path.read_bytes()
@@ -277,8 +295,8 @@ class TeacherClient:
             path.unlink(missing_ok=True)  # a damaged cache entry is refetched, never trusted
             return None
 
-    def _cache_put(self, frame_id: str, data: bytes, shape: tuple[int, ...]) -> None:
-        path = self._cache_path(frame_id)
+    def _cache_put(self, frame_id: str, view: str, data: bytes, shape: tuple[int, ...]) -> None:
+        path = self._cache_path(frame_id, view)
         if path is None:
             return
         path.parent.mkdir(parents=True, exist_ok=True)

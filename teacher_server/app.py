@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.errors import ConfigError, FrameIdError, FrameNotFoundError, XModalError
 from teacher_server.deps import Unauthorized
-from teacher_server.errors import BatchTooLargeError, CorruptFeatureError, NotYetComputedError
+from teacher_server.errors import BatchTooLargeError, CorruptFeatureError, NotYetComputedError, ViewNotStoredError
 from teacher_server.http_semantics import (
     AmbiguousHeaderError,
     HeadAsGet,
@@ -38,6 +38,7 @@ _ERRORS: list[tuple[type[Exception], int, str]] = [
     (AmbiguousHeaderError, 400, "ambiguous_header"),
     (NotYetComputedError, 404, "not_computed"),
     (FrameNotFoundError, 404, "unknown_frame"),
+    (ViewNotStoredError, 404, "unknown_view"),
     (BatchTooLargeError, 413, "too_large"),
     (UnsupportedMediaTypeError, 415, "unsupported_media_type"),
     (BatchRequestError, 422, "invalid_request"),

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 from collections.abc import Callable
-from typing import Annotated, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 import numpy as np
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.convertors import Convertor, register_url_convertor
 
 from shared.errors import DataError, FrameIdError, FrameNotFoundError
@@ -27,7 +28,7 @@ from shared.features import (
     encode_batch,
 )
 from teacher_server.deps import MetricsDep, ReaderDep, SettingsDep, require_token
-from teacher_server.errors import BatchTooLargeError, CorruptFeatureError, NotYetComputedError
+from teacher_server.errors import BatchTooLargeError, CorruptFeatureError, NotYetComputedError, ViewNotStoredError
 from teacher_server.http_semantics import (
     RequestTimeoutError,
     UnsupportedMediaTypeError,
@@ -65,10 +66,12 @@ _DESCRIPTION_CHUNK = (
     "`np.frombuffer(zstd.decompress(body), '<f4' or '<f2').reshape(shape)`. With `?format=npy`, or an "
     "`Accept` header that prefers `application/x-npy` (q-values honoured): a plain float32 `.npy` file, with "
     "its own ETag. Without `?format` the answer depends on `Accept` (`Vary: Accept`). `If-None-Match` "
-    "(weak comparison, `*` included) answers 304."
+    "(weak comparison, `*` included) answers 304. `?view=mirror`: the teacher's map of the mirrored frame (stores "
+    "precomputed with that view; see `/info`)."
 )
 _DESCRIPTION_BATCH = (
-    "Body `{\"ids\": [...], \"strict\": false}` as `Content-Type: application/json` (415 otherwise; `strict` a "
+    "Body `{\"ids\": [...], \"views\": [...] (optional, one per id: identity | mirror), \"strict\": false}` "
+    "as `Content-Type: application/json` (415 otherwise; `strict` a "
     "JSON boolean). Response `application/x-xmodal-batch`: "
     "`b'XMB1' | uint32 LE n | n bytes JSON {\"frames\": [{id, status, offset, length, shape, etag | code, message}]} "
     "| payload`, each entry's chunk at payload[offset:offset+length] in the encoding of the response headers. "
@@ -76,11 +79,21 @@ _DESCRIPTION_BATCH = (
 )
 
 
+View = Literal["identity", "mirror"]  # shared.features.VIEWS
+
+
 class BatchRequest(BaseModel):
     model_config = ConfigDict(strict=True)  # "strict": "yes" or 1 is a mistake to report, not a true
 
     ids: list[str] = Field(description="frame ids, at most the server's max_batch (see /info)")
+    views: list[View] | None = Field(None, description="the view of each id (default: identity for all)")
     strict: bool = Field(False, description="fail the whole request when any frame is unavailable")
+
+    @model_validator(mode="after")
+    def _one_view_per_id(self) -> BatchRequest:
+        if self.views is not None and len(self.views) != len(self.ids):
+            raise ValueError(f"views must name one view per id: {len(self.ids)} ids, {len(self.views)} views")
+        return self
 
 
 def _encoding_headers(reader: ChunkReader, chunk_shape: tuple[int, ...] | None) -> dict[str, str]:
@@ -113,11 +126,13 @@ async def get_feature(
     reader: ReaderDep,
     metrics: MetricsDep,
     format: Annotated[str | None, Query(pattern="^(raw|npy)$", description="raw (default) or npy")] = None,
+    view: Annotated[View, Query(description="identity (default) or mirror: the map of the mirrored frame")] = (
+        "identity"),
     accept: Annotated[str | None, Header()] = None,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """One frame's teacher pool5 map."""
-    chunk = await _off_loop(reader, reader.read, frame_id)
+    chunk = await _off_loop(reader, functools.partial(reader.read, view=view), frame_id)
     npy = _wants_npy(format, accept)
     headers = {**_encoding_headers(reader, chunk.shape), "Cache-Control": request.app.state.settings.cache_control}
     if format is None:
@@ -164,6 +179,7 @@ _FRAME_ERRORS: dict[type[Exception], tuple[int, str]] = {
     FrameIdError: (400, "malformed_id"),
     NotYetComputedError: (404, "not_computed"),
     FrameNotFoundError: (404, "unknown_frame"),
+    ViewNotStoredError: (404, "unknown_view"),
     CorruptFeatureError: (500, "corrupt_feature"),
 }
 
@@ -203,7 +219,7 @@ async def get_batch(request: Request, reader: ReaderDep, settings: SettingsDep, 
         raise BatchRequestError(e) from None
     if len(req.ids) > settings.max_batch:
         raise BatchTooLargeError(f"batch of {len(req.ids)} ids exceeds max_batch={settings.max_batch}")
-    chunks = await _off_loop(reader, reader.read_many, req.ids)
+    chunks = await _off_loop(reader, functools.partial(reader.read_many, views=req.views), req.ids)
     entries = [_entry(fid, chunk, req.strict) for fid, chunk in zip(req.ids, chunks, strict=True)]
     served = sum(e.status == 200 for e in entries)
     metrics.frames.labels("/features/batch").inc(served)

@@ -19,7 +19,8 @@ def info(reader: ReaderDep, settings: SettingsDep) -> dict[str, Any]:
     for s in reader.stores:
         for name, col in s.collections.items():
             collections[name] = {
-                "shape": list(col.shape), "input_size": list(col.input_size), "frames": col.n_frames,
+                "shape": list(col.shape), "views": list(col.views), "input_size": list(col.input_size),
+                "frames": col.n_frames,
                 "frames_done": int(col.done().sum()), "shard_frames": col.shard_frames, "stats": col.summary(),
             }
     return {

@@ -87,7 +87,7 @@ def test_get_many_keeps_order_and_repeats_and_uses_its_cache(served, reference, 
         np.testing.assert_array_equal(c.get_many(ids), expected)
         assert len(list(tmp_path.rglob("*.chunk"))) == 3  # one entry per distinct frame
         # Entries are read from disk: a planted (valid) entry of zeros comes back in both places of that frame.
-        entry = c._cache_path("tiny.0005")
+        entry = c._cache_path("tiny.0005", "identity")
         head = entry.read_bytes()[: 1 + 4 * 3]
         entry.write_bytes(head + encode_chunk(np.zeros_like(reference["tiny.0005"]), encoding("f32-zstd1")))
         got = c.get_many(ids)
