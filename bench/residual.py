@@ -31,12 +31,11 @@ from tqdm import tqdm
 from bench.common import REPO, MemoryTargets, machine
 from shared.manifest import read_manifest
 from shared.nets.trunks import AlexNetTrunk, trunk_spec
-from shared.presets import preset
 from student_trainer.optim import make_optimizer
-from student_trainer.settings import TransferSettings
 from student_trainer.student import TransferModel, student_spec_for
 from student_trainer.transfer import train_step
 from student_trainer.transfer_data import BatchSchedule, TransferBatches
+from student_trainer.transfer_settings import TransferSettings
 from teacher_server.store import FeatureStore
 
 
@@ -59,7 +58,7 @@ def predict(model: TransferModel, data: TransferBatches, scale: float) -> np.nda
 
 def study(modality: str, args: argparse.Namespace, mem: MemoryTargets, scale: float, shape, input_hw) -> list[dict]:
     m = read_manifest(args.manifest)
-    field = preset(modality).manifest_field
+    field = modality(modality).manifest_field
     train = [f for f in m.split(args.train_split) if f.hha]
     test = [f for f in m.split(args.test_split) if f.hha]
     s = TransferSettings(modality="hha", manifest=args.manifest, out=Path("unused"), profile="quick",
@@ -69,7 +68,7 @@ def study(modality: str, args: argparse.Namespace, mem: MemoryTargets, scale: fl
     model = TransferModel(AlexNetTrunk(spec), shape[0]).to(memory_format=torch.channels_last).train()
     opt, sched = make_optimizer(model, s)
     scaler = torch.amp.GradScaler(enabled=False)
-    mod = preset(modality)
+    mod = modality(modality)
     data = TransferBatches([f.id for f in train], [m.path(getattr(f, field)) for f in train], mod,
                            BatchSchedule(len(train), s.batch_size, s.seed, s.flip), args.steps, 0, input_hw,
                            lambda: mem)

@@ -25,9 +25,9 @@ from shared.client import TeacherClient
 from shared.device import select_device
 from shared.features import encoding
 from shared.manifest import read_manifest, write_manifest
+from shared.modalities import modality
 from shared.nets.teachers import load_teacher
 from shared.nets.trunks import AlexNetTrunk, trunk_spec
-from shared.presets import preset
 from student_trainer.student import TransferModel, student_spec_for
 from student_trainer.transfer import train_step
 from student_trainer.transfer_data import BatchSchedule, TransferBatches
@@ -40,7 +40,7 @@ class RgbBatches(TransferBatches):
 
     def __init__(self, *a, rgb_paths, **kw) -> None:
         super().__init__(*a, **kw)
-        self.rgb = TransferBatches(self.ids, rgb_paths, preset("rgb"), self.schedule, self.steps, self.first_step,
+        self.rgb = TransferBatches(self.ids, rgb_paths, modality("rgb"), self.schedule, self.steps, self.first_step,
                                    self.hw, self._make_source)
 
     def __getitem__(self, k):
@@ -113,13 +113,13 @@ def bench_teacher(arch: str, frames, m, args, device) -> dict:
             # Interleaved repeats: this VM's speed drifts over minutes; (a)/(b) is taken within each repeat.
             for _ in range(args.repeats):
                 model, opt, scaler = fresh()
-                ds = TransferBatches(ids, hha, preset("hha"), schedule, n, 0, hw, lambda: mem)
+                ds = TransferBatches(ids, hha, modality("hha"), schedule, n, 0, hw, lambda: mem)
                 runs["memory"].append(timed_loop(loader(ds), cached, n, args.warmup))
                 model, opt, scaler = fresh()
-                ds = TransferBatches(ids, hha, preset("hha"), schedule, n, 0, hw, lambda: TeacherClient(url))
+                ds = TransferBatches(ids, hha, modality("hha"), schedule, n, 0, hw, lambda: TeacherClient(url))
                 runs["http"].append(timed_loop(loader(ds), cached, n, args.warmup))
                 model, opt, scaler = fresh()
-                ds = RgbBatches(ids, hha, preset("hha"), schedule, n, 0, hw, lambda: mem,
+                ds = RgbBatches(ids, hha, modality("hha"), schedule, n, 0, hw, lambda: mem,
                                 rgb_paths=[m.path(f.rgb) for f in frames])
                 runs["online"].append(timed_loop(loader(ds), online, n, args.warmup))
         for mode, rs in runs.items():

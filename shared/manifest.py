@@ -73,7 +73,9 @@ class FrameRecord(BaseModel):
     """One frame: id, split, and the paths of its modalities.
 
     ``objects`` is ``None`` for unlabelled frames and a (possibly empty) list for labelled ones.
-    ``rgb_next`` is frame t+1 of a clip (flow pairs); ``flow`` the encoded flow image of (t, t+1).
+    ``rgb_next`` is frame t+1 of a clip (flow pairs); ``flow`` the encoded flow image of (t, t+1); ``flow_mirror``
+    the flow image of the mirrored pair (flip(t), flip(t+1)): flow methods are not mirror-equivariant, so this, not a
+    flipped ``flow``, is the exact student input of a mirrored training sample.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -86,6 +88,7 @@ class FrameRecord(BaseModel):
     hha: str | None = None
     rgb_next: str | None = None
     flow: str | None = None
+    flow_mirror: str | None = None
     intrinsics: Intrinsics | None = None
     objects: list[ObjectBox] | None = None
 

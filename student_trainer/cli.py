@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from shared.settings import Command, run_commands
 from student_trainer.detect_settings import CompareSettings, DetectSettings, ProposalSettings
-from student_trainer.settings import TransferSettings
+from student_trainer.transfer_settings import TransferSettings
 
 __all__ = ["main"]
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,21 +26,21 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from shared.atomic import write_json_atomic
-from shared.device import select_device
+from shared.device import autocast_dtype, select_device
 from shared.errors import ConfigError
 from shared.manifest import Manifest, read_manifest
+from shared.modalities import Modality, modality
 from shared.nets.teachers import trunk_state
 from shared.nets.trunks import AlexNetTrunk, TrunkSpec, trunk_spec
-from shared.presets import ModalityPreset, preset
 from student_trainer.checkpoint import git_revision, load_checkpoint, save_checkpoint
 from student_trainer.detect_data import DetectFrame, TrainBatches, detect_frames, ground_truth
 from student_trainer.detect_eval import ROI_OUTPUTS, score_frames, write_evaluation
 from student_trainer.detect_settings import DetectSettings
 from student_trainer.detector import FastRCNN, fast_rcnn_loss, sample_rois
-from student_trainer.logs import MetricsLog, MetricWindow, read_metrics, write_run_config
+from student_trainer.engine import StepResult, TrainLoop, rng_state
+from student_trainer.logs import MetricsLog, read_metrics, write_run_config
 from student_trainer.optim import make_optimizer
 from student_trainer.proposals import default_cache_path, generate_proposals, load_proposals
 from student_trainer.student import copy_rgb_weights
@@ -59,7 +58,7 @@ class DetectRun:
 
     settings: DetectSettings
     manifest: Manifest
-    preset: ModalityPreset
+    modality: Modality
     model: FastRCNN
     train_frames: list[DetectFrame]
     test_frames: list[DetectFrame]
@@ -86,8 +85,7 @@ def _proposals(s: DetectSettings, manifest: Manifest, splits: Sequence[str]) -> 
 
 def _build_trunk(s: DetectSettings) -> tuple[AlexNetTrunk, dict[str, Any]]:
     if s.init == "random":
-        overrides = {"width": s.width, **({"batch_norm": s.batch_norm} if s.batch_norm is not None else {})}
-        return AlexNetTrunk(trunk_spec(s.trunk, **overrides)), {"init": "random"}
+        return AlexNetTrunk(trunk_spec(s.trunk, **s.trunk_overrides())), {"init": "random"}
     path = s.trunk_checkpoint
     ckpt = load_checkpoint(path)  # type: ignore[arg-type]
     meta = ckpt.get("trunk")
@@ -114,7 +112,7 @@ def build_detect(s: DetectSettings) -> DetectRun:
     manifest = read_manifest(s.manifest)
     if not manifest.classes:
         raise ConfigError(f"{s.manifest}: the header lists no classes")
-    mod = preset(s.modality)
+    mod = modality(s.modality)
     splits, test_split = s.default_train_splits(), s.default_test_split()
     props = _proposals(s, manifest, [*splits, test_split])
     train = detect_frames(manifest, splits, mod, props, s.max_proposals)
@@ -131,30 +129,27 @@ def build_detect(s: DetectSettings) -> DetectRun:
 
 
 def _checkpoint(run: DetectRun, model: FastRCNN, opt, sched, step: int, device: torch.device) -> dict[str, Any]:
-    rng = {"cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        rng["cuda"] = torch.cuda.get_rng_state(device)
     return {
         "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
-        "rng": rng, "config": json.loads(run.settings.model_dump_json()), "git": run.git,
-        "trunk": model.trunk.describe(run.preset.mean, run.preset.std), "detector": model.describe(),
+        "rng": rng_state(device), "config": json.loads(run.settings.model_dump_json()), "git": run.git,
+        "trunk": model.trunk.describe(run.modality.mean, run.modality.std), "detector": model.describe(),
         "modality": run.settings.modality, "classes": run.manifest.classes, "init": run.init,
     }
 
 
-def _train_step(model: FastRCNN, images: torch.Tensor, frames, s: DetectSettings, device: torch.device,
-                use_amp: bool) -> tuple[torch.Tensor, dict[str, float]]:
-    """Sample RoIs, forward, loss. Returns the total loss and its parts for logging."""
+def detection_loss(model: FastRCNN, images: torch.Tensor, frames, s: DetectSettings,
+                   device: torch.device) -> StepResult:
+    """Sample RoIs, forward, Fast R-CNN loss; with its parts for logging."""
+    images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
     rois, labels, targets = sample_rois(
         [f.proposals.to(device) for f in frames], [f.boxes.to(device) for f in frames],
         [f.labels.to(device) for f in frames], s.rois_per_image, s.fg_fraction, s.fg_iou,
     )
-    with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-        logits, deltas = model(images, rois)
+    logits, deltas = model(images, rois)
     loss_cls, loss_box = fast_rcnn_loss(logits, deltas, labels, targets, s.box_loss_beta)
     acc = (logits.detach().argmax(1) == labels).float().mean().item()
-    return loss_cls + loss_box, {"loss_cls": loss_cls.item(), "loss_box": loss_box.item(), "accuracy": acc,
-                                 "fg_fraction": (labels > 0).float().mean().item()}
+    return StepResult(loss_cls + loss_box, {"loss_cls": loss_cls.item(), "loss_box": loss_box.item(),
+                                            "accuracy": acc, "fg_fraction": (labels > 0).float().mean().item()})
 
 
 def _train(run: DetectRun, device: torch.device) -> dict[str, Any]:
@@ -167,53 +162,20 @@ def _train(run: DetectRun, device: torch.device) -> dict[str, Any]:
     first = int(state["step"]) if state else 0
     opt, sched = make_optimizer(model, s, state)
     metrics = MetricsLog(s.out / "metrics.jsonl", resume_step=first if state else None)
-    use_amp = s.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler(enabled=use_amp)
-    data = TrainBatches(run.train_frames, run.preset, BatchSchedule(len(run.train_frames), s.images_per_batch,
+    data = TrainBatches(run.train_frames, run.modality, BatchSchedule(len(run.train_frames), s.images_per_batch,
                         s.seed, s.flip), s.iterations, first, s.short_side, s.max_side)
     loader = DataLoader(data, batch_size=None, num_workers=s.loader_workers, pin_memory=device.type == "cuda",
                         generator=torch.Generator().manual_seed(s.seed))  # keeps the global RNG for RoI sampling
-    it = iter(loader)
-    if state:  # after the loader started: the RoI sampling and dropout of a resumed run repeat the original's
-        torch.set_rng_state(state["rng"]["cpu"])
-        if device.type == "cuda" and "cuda" in state["rng"]:
-            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
-    bar = tqdm(total=s.iterations, initial=first, desc=f"detect {s.modality} ({s.init})", unit="step",
-               disable=not s.progress)
-    window, last = MetricWindow(), {}
-    model.train()
-    t_prev = time.perf_counter()
-    for step in range(first, s.iterations):
-        # fetch
-        images, frames, got_step = next(it)
-        t_ready = time.perf_counter()
-        if got_step != step:
-            raise RuntimeError(f"data for step {got_step} arrived at step {step}")
-        images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
-        # forward
-        loss, parts = _train_step(model, images, frames, s, device, use_amp)
-        if not use_amp and not math.isfinite(loss.item()):  # under AMP, GradScaler skips overflowing steps
-            raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower --lr (now {s.lr})")
-        # backward + step
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        sched.step()
-        # log
-        now = time.perf_counter()
-        window.add({"loss": loss.item(), **parts}, t_ready - t_prev, now - t_prev)
-        t_prev = now
-        bar.update()
-        done = step + 1
-        if done % s.log_every == 0 or done == s.iterations:
-            last = window.report(step=done, lr=sched.get_last_lr()[0])
-            metrics.write(last)
-            bar.set_postfix(loss=f"{last['loss']:.3f}", acc=f"{last['accuracy']:.2f}")
-        # checkpoint
-        if done % s.checkpoint_every == 0 or done == s.iterations:
-            save_checkpoint(ckpt_path, _checkpoint(run, model, opt, sched, done, device))
-    bar.close()
+
+    def step_fn(batch: list[Any], step: int) -> StepResult:
+        images, frames = batch
+        return detection_loss(model, images, frames, s, device)
+
+    loop = TrainLoop(model, opt, sched, step_fn, device, autocast_dtype(device, s.amp),
+                     save=lambda step: save_checkpoint(ckpt_path, _checkpoint(run, model, opt, sched, step, device)),
+                     log=metrics.write, log_every=s.log_every, checkpoint_every=s.checkpoint_every,
+                     desc=f"detect {s.modality} ({s.init})", progress=s.progress, postfix=("loss", "accuracy"))
+    last = loop.run(loader, first, s.iterations, resume_rng=state["rng"] if state else None)
     metrics.close()
     if s.iterations == 0 or first >= s.iterations:
         save_checkpoint(ckpt_path, _checkpoint(run, model, opt, sched, max(first, s.iterations), device))
@@ -238,7 +200,7 @@ def run_detect(s: DetectSettings) -> dict[str, Any]:
     last = _train(run, device)
     t1 = time.perf_counter()
     split = s.default_test_split()
-    outputs = score_frames(run.model, run.test_frames, run.preset, s, device, split, run.manifest.classes)
+    outputs = score_frames(run.model, run.test_frames, run.modality, s, device, split, run.manifest.classes)
     outputs.save(s.out / ROI_OUTPUTS)
     dets = outputs.detections(score_thresh=s.score_thresh, nms_thresh=s.nms_thresh,
                               max_detections=s.detections_per_image)

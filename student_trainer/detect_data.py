@@ -21,8 +21,9 @@ from shared.boxes import clip_boxes, flip_boxes, scale_boxes
 from shared.errors import ConfigError, DataError
 from shared.imageio import read_rgb
 from shared.manifest import Manifest
-from shared.presets import ModalityPreset
+from shared.modalities import Modality
 from student_trainer.transfer_data import BatchSchedule
+from student_trainer.worker_errors import WorkerFailure, worker_safe
 
 __all__ = [
     "DetectFrame",
@@ -44,6 +45,7 @@ class DetectFrame:
 
     Attributes:
         id: frame id. image: path of the modality image. size: (height, width) of the RGB frame.
+        mirrored: path of the modality image of the mirrored inputs (flow of the mirrored pair), if recorded.
         boxes: (M, 4) float32; labels: (M,) int64 0-based class indices; difficult: (M,) bool.
         proposals: (N, 4) float32, clipped to the frame, boxes under 1 pixel wide or high removed.
     """
@@ -55,6 +57,7 @@ class DetectFrame:
     labels: np.ndarray
     difficult: np.ndarray
     proposals: np.ndarray
+    mirrored: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ class LoadedFrame:
 def detect_frames(
     manifest: Manifest,
     splits: Sequence[str],
-    preset: ModalityPreset,
+    modality: Modality,
     proposals: Mapping[str, np.ndarray],
     max_proposals: int,
 ) -> list[DetectFrame]:
@@ -85,9 +88,9 @@ def detect_frames(
     if not records:
         raise ConfigError(f"{manifest.source}: no labelled frames in splits {list(splits)} "
                           f"(it has {manifest.splits()})")
-    no_image = [f.id for f in records if not getattr(f, preset.manifest_field)]
+    no_image = [f.id for f in records if not modality.image_path(f)]
     if no_image:
-        raise DataError(f"{len(no_image)} frame(s) of {list(splits)} have no {preset.name} image, e.g. "
+        raise DataError(f"{len(no_image)} frame(s) of {list(splits)} have no {modality.name} image, e.g. "
                         f"{no_image[:3]}; run `xmodal-data encode {manifest.source}` first")
     no_props = [f.id for f in records if f.id not in proposals]
     if no_props:
@@ -104,8 +107,10 @@ def detect_frames(
         props = np.asarray(proposals[f.id], dtype=np.float32).reshape(-1, 4)[:max_proposals]
         props = clip_boxes(props, size)
         props = props[((props[:, 2] - props[:, 0]) >= 1) & ((props[:, 3] - props[:, 1]) >= 1)]
+        image, mirrored = modality.image_path(f), modality.image_path(f, mirrored=True)
         out.append(DetectFrame(
-            id=f.id, image=str(manifest.path(getattr(f, preset.manifest_field))), size=size,
+            id=f.id, image=str(manifest.path(image)), size=size,
+            mirrored=str(manifest.path(mirrored)) if mirrored != image else None,
             boxes=np.array([o.box for o in objs], np.float32).reshape(-1, 4),
             labels=np.array([classes[o.label] for o in objs], np.int64),
             difficult=np.array([o.difficult for o in objs], bool),
@@ -153,7 +158,7 @@ def resize_factor(size: tuple[int, int], short_side: int | None, max_side: int) 
 
 
 def load_frame(
-    frame: DetectFrame, preset: ModalityPreset, flip: bool = False, short_side: int | None = None,
+    frame: DetectFrame, modality: Modality, flip: bool = False, short_side: int | None = None,
     max_side: int = 2000,
 ) -> LoadedFrame:
     """Read, flip and resize one frame; boxes and proposals follow the image.
@@ -163,13 +168,15 @@ def load_frame(
     Raises:
         DataError: the modality image's size differs from the frame's (names the file).
     """
-    img = read_rgb(frame.image)
+    path = frame.mirrored if flip and frame.mirrored else frame.image
+    img = modality.read(path)
     if img.shape[:2] != frame.size:
-        raise DataError(f"{frame.image}: image is {img.shape[1]}x{img.shape[0]}, frame {frame.id!r} is "
+        raise DataError(f"{path}: image is {img.shape[1]}x{img.shape[0]}, frame {frame.id!r} is "
                         f"{frame.size[1]}x{frame.size[0]} (boxes and proposals are in frame pixels)")
     boxes, props = frame.boxes, frame.proposals
     if flip:
-        img = preset.flip(img)
+        if path == frame.image:
+            img = modality.flip(img)
         boxes, props = flip_boxes(boxes, frame.size[1]), flip_boxes(props, frame.size[1])
     s = resize_factor(frame.size, short_side, max_side)
     sx = sy = 1.0
@@ -178,7 +185,7 @@ def load_frame(
         img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
         sx, sy = w / frame.size[1], h / frame.size[0]
         boxes, props = scale_boxes(boxes, (sx, sy)), scale_boxes(props, (sx, sy))
-    return LoadedFrame(preset.to_tensor(img), torch.from_numpy(np.ascontiguousarray(boxes)),
+    return LoadedFrame(modality.to_tensor(img), torch.from_numpy(np.ascontiguousarray(boxes)),
                        torch.from_numpy(frame.labels + 1), torch.from_numpy(np.ascontiguousarray(props)), (sx, sy))
 
 
@@ -200,24 +207,27 @@ class TrainBatches(Dataset):
     """
 
     def __init__(
-        self, frames: Sequence[DetectFrame], preset: ModalityPreset, schedule: BatchSchedule, steps: int,
+        self, frames: Sequence[DetectFrame], modality: Modality, schedule: BatchSchedule, steps: int,
         first_step: int, short_side: int | None = None, max_side: int = 2000,
     ) -> None:
         if not frames:
             raise ValueError("need at least one training frame")
-        self.frames, self.preset, self.schedule = list(frames), preset, schedule
+        self.frames, self.modality, self.schedule = list(frames), modality, schedule
         self.steps, self.first_step = steps, first_step
         self.short_side, self.max_side = short_side, max_side
 
     def __len__(self) -> int:
         return max(0, self.steps - self.first_step)
 
-    def __getitem__(self, k: int) -> tuple[torch.Tensor, list[LoadedFrame], int]:
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, list[LoadedFrame], int] | WorkerFailure:
+        return worker_safe(self._item, k)
+
+    def _item(self, k: int) -> tuple[torch.Tensor, list[LoadedFrame], int]:
         step = self.first_step + k
         idx, flips = self.schedule.batch(step)
         loaded = []
         for i, f in zip(idx.tolist(), flips.tolist(), strict=True):
-            fr = load_frame(self.frames[i], self.preset, f, self.short_side, self.max_side)
+            fr = load_frame(self.frames[i], self.modality, f, self.short_side, self.max_side)
             keep = torch.from_numpy(~self.frames[i].difficult)
             loaded.append(LoadedFrame(fr.image, fr.boxes[keep], fr.labels[keep], fr.proposals, fr.scale))
         return pad_images([f.image for f in loaded]), loaded, step
@@ -226,12 +236,12 @@ class TrainBatches(Dataset):
 class EvalFrames(Dataset):
     """Item ``i``: frame ``i`` unflipped, as a :class:`LoadedFrame`; batch with ``collate_fn=list``."""
 
-    def __init__(self, frames: Sequence[DetectFrame], preset: ModalityPreset, short_side: int | None = None,
+    def __init__(self, frames: Sequence[DetectFrame], modality: Modality, short_side: int | None = None,
                  max_side: int = 2000) -> None:
-        self.frames, self.preset, self.short_side, self.max_side = list(frames), preset, short_side, max_side
+        self.frames, self.modality, self.short_side, self.max_side = list(frames), modality, short_side, max_side
 
     def __len__(self) -> int:
         return len(self.frames)
 
     def __getitem__(self, i: int) -> LoadedFrame:
-        return load_frame(self.frames[i], self.preset, False, self.short_side, self.max_side)
+        return load_frame(self.frames[i], self.modality, False, self.short_side, self.max_side)

@@ -20,12 +20,14 @@ from tqdm import tqdm
 
 from shared.atomic import write_json_atomic, write_text_atomic
 from shared.boxes import DEFAULT_BOX_CODER_WEIGHTS
+from shared.device import autocast_dtype
 from shared.errors import DataError
 from shared.manifest import Manifest, read_manifest
-from shared.presets import ModalityPreset
+from shared.modalities import Modality
 from student_trainer.detect_data import DetectFrame, EvalFrames, pad_images, split_ground_truth
 from student_trainer.detect_settings import DetectSettings
 from student_trainer.detector import FastRCNN, postprocess_detections
+from student_trainer.engine import evaluate
 from student_trainer.fusion import fuse_outputs
 from student_trainer.voc_eval import EvalResult, ap_table_markdown, evaluate_detections, save_pr_curves
 
@@ -79,21 +81,20 @@ class RoIOutputs:
         return out
 
 
-def score_frames(model: FastRCNN, frames: Sequence[DetectFrame], mod: ModalityPreset, s: DetectSettings,
+def score_frames(model: FastRCNN, frames: Sequence[DetectFrame], mod: Modality, s: DetectSettings,
                  device: torch.device, split: str, classes: Sequence[str]) -> RoIOutputs:
     """Logits and deltas of every proposal of every frame (model in eval mode, no flips)."""
-    model.eval()
-    use_amp = s.amp and device.type == "cuda"
     loader = DataLoader(EvalFrames(frames, mod, s.short_side, s.max_side), batch_size=s.eval_batch_size,
                         collate_fn=list, num_workers=s.loader_workers)
-    logits, deltas = [], []
-    with torch.inference_mode():
-        for batch in tqdm(loader, desc=f"evaluate {split}", unit="batch", disable=not s.progress):
-            images = pad_images([f.image for f in batch]).to(device, memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                lg, dl = model(images, [f.proposals.to(device) for f in batch])
-            logits.append(lg.float().cpu())
-            deltas.append(dl.float().cpu())
+
+    def score(m: torch.nn.Module, batch: list) -> tuple[torch.Tensor, torch.Tensor]:
+        images = pad_images([f.image for f in batch]).to(device, memory_format=torch.channels_last)
+        lg, dl = m(images, [f.proposals.to(device) for f in batch])
+        return lg.float().cpu(), dl.float().cpu()
+
+    batches = tqdm(loader, desc=f"evaluate {split}", unit="batch", disable=not s.progress)
+    scored = evaluate(model, batches, device, autocast_dtype(device, s.amp), score)
+    logits, deltas = [lg for lg, _ in scored], [dl for _, dl in scored]
     counts = [len(f.proposals) for f in frames]
     k1 = len(classes) + 1
     return RoIOutputs(

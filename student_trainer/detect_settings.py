@@ -31,7 +31,17 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from student_trainer.settings import FloatList, IntList, StrList, apply_profile
+from shared.modalities import modality, names
+from student_trainer.train_settings import (
+    FloatList,
+    IntList,
+    ModalityName,
+    StrList,
+    StudentModality,
+    TrainSettings,
+    TrunkName,
+    apply_profile,
+)
 
 __all__ = ["DETECT_PROFILES", "CompareSettings", "DetectSettings", "ProposalSettings"]
 
@@ -56,15 +66,13 @@ DETECT_PROFILES: dict[str, dict[str, Any]] = {
 # ``student-trainer proposals`` takes the same --profile, so its cache is the one ``detect`` looks for.
 _PROPOSAL_PROFILES = {name: {"method": p["proposal_method"]} for name, p in DETECT_PROFILES.items()}
 _PROPOSAL_METHODS = Literal["hybrid", "edge_boxes", "selective_search"]
-_TRAIN_SPLITS = {"rgb": "rgb_train", "hha": "depth_train", "flow": "flow_train"}
-_TEST_SPLITS = {"rgb": "depth_test", "hha": "depth_test", "flow": "flow_test"}
 
 
-class DetectSettings(BaseSettings):
+class DetectSettings(TrainSettings):
     model_config = SettingsConfigDict(env_prefix="STUDENT_DETECT_", extra="ignore")
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = DETECT_PROFILES
 
-    modality: Literal["rgb", "hha", "flow"] = Field(description="detector input modality")
+    modality: ModalityName = Field(description=f"detector input modality: one of {names()}")
     manifest: Path = Field(description="manifest with labelled frames (HHA / flow images encoded)")
     out: Path = Field(description="run folder: checkpoint.pt, metrics.jsonl, config.json, eval.json, ...")
     init: Literal["random", "copy-rgb", "transfer", "transfer-frozen"] = Field(
@@ -83,25 +91,19 @@ class DetectSettings(BaseSettings):
         "edge_boxes", description="generator used when --proposals is not given (edge_boxes: ~3x faster than "
         "hybrid, slightly lower recall)")
     train_splits: StrList | None = Field(
-        None, description="training splits (default: rgb_train / depth_train / flow_train by modality)")
-    test_split: str | None = Field(None, description="evaluation split (default: depth_test; flow_test for flow)")
-    profile: Literal["tiny", "quick", "full"] = Field("quick", description="size defaults for unset fields")
+        None, description="training splits (default: the modality's, rgb_train / depth_train / flow_train)")
+    test_split: str | None = Field(None, description="evaluation split (default: the modality's, depth_test; "
+                                   "flow_test for flow)")
     iterations: int = Field(500, ge=0, description="optimiser steps (0: evaluate the initial detector)")
     images_per_batch: int = Field(2, ge=1, description="images per step (2 in the paper)")
     rois_per_image: int = Field(128, ge=1, description="sampled RoIs per image (128 in the paper)")
     fg_fraction: float = Field(0.25, gt=0, le=1, description="largest foreground share of the sampled RoIs")
     fg_iou: float = Field(0.5, gt=0, le=1, description="IoU that makes a RoI foreground (background below)")
     lr: float = Field(0.03, gt=0, description="initial learning rate (SGD; the paper's 0.001 in the full profile)")
-    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
-    weight_decay: float = Field(5e-4, ge=0, description="SGD weight decay")
     lr_milestones: FloatList = Field([0.75], description="fractions of the run where lr is multiplied by lr_gamma")
-    lr_gamma: float = Field(0.1, gt=0, description="learning-rate step factor")
     box_loss_beta: float = Field(1.0, ge=0, description="smooth-L1 beta of the box loss (Fast R-CNN 1, "
                                  "torchvision 1/9)")
-    trunk: Literal["alexnet", "alexnet-small"] = Field("alexnet-small", description="trunk layout (--init random)")
-    width: float = Field(1.0, gt=0, description="trunk channel width multiplier (--init random)")
-    batch_norm: bool | None = Field(None, description="BatchNorm in the trunk (--init random; default: the "
-                                    "layout's own)")
+    trunk: TrunkName = Field("alexnet-small", description="trunk layout (--init random)")
     fc_width: int = Field(256, ge=1, description="width of fc6 and fc7 (4096 in the paper)")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout after fc6 and fc7 (0.5 in the paper and the full "
                            "profile)")
@@ -110,38 +112,26 @@ class DetectSettings(BaseSettings):
     max_side: int = Field(2000, ge=8, description="cap of the longer side after resizing")
     max_proposals: int = Field(500, ge=1, description="first (best) proposals used per frame (2000 in the full "
                                "profile)")
-    flip: bool = Field(True, description="random horizontal flips in training (flow u negated)")
+    flip: bool = Field(True, description="random horizontal flips in training (the modality's exact mirror: flow u "
+                       "negated, or the flow image of the mirrored pair where the manifest has it)")
     score_thresh: float = Field(1e-3, ge=0, lt=1, description="evaluation score threshold")
     nms_thresh: float = Field(0.3, gt=0, le=1, description="evaluation per-class NMS IoU")
     detections_per_image: int = Field(100, ge=1, description="detections kept per image")
     eval_batch_size: int = Field(8, ge=1, description="frames per evaluation forward")
-    seed: int = Field(0, description="seed of weights, batch order, flips and RoI sampling")
     loader_workers: int = Field(1, ge=0, description="DataLoader processes")
-    device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
-    amp: bool = Field(True, description="mixed precision on CUDA")
     checkpoint_every: int = Field(200, ge=1, description="steps between checkpoints")
-    log_every: int = Field(20, ge=1, description="steps between metrics lines")
-    resume: bool = Field(False, description="continue from <out>/checkpoint.pt")
-    progress: bool = Field(True, description="show progress bars")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _profile_defaults(cls, data: Any) -> Any:
-        return apply_profile(data, DETECT_PROFILES)
 
     @model_validator(mode="after")
     def _check(self) -> DetectSettings:
         if self.init != "random" and self.trunk_checkpoint is None:
             raise ValueError(f"--init {self.init} needs --trunk-checkpoint")
-        if any(not 0 < m < 1 for m in self.lr_milestones):
-            raise ValueError(f"lr_milestones are fractions in (0, 1), got {self.lr_milestones}")
         return self
 
     def default_train_splits(self) -> list[str]:
-        return self.train_splits or [_TRAIN_SPLITS[self.modality]]
+        return self.train_splits or [modality(self.modality).train_split]
 
     def default_test_split(self) -> str:
-        return self.test_split or _TEST_SPLITS[self.modality]
+        return self.test_split or modality(self.modality).test_split
 
     @property
     def trunk_frozen(self) -> bool:
@@ -176,7 +166,7 @@ class CompareSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="STUDENT_COMPARE_", extra="ignore")
 
-    modality: Literal["hha", "flow"] = Field(description="the new modality")
+    modality: StudentModality = Field(description=f"the new modality: one of {names(students_only=True)}")
     manifest: Path = Field(description="manifest with labelled frames of the modality and RGB")
     out: Path = Field(description="folder for every detector run, compare.json and report.md")
     rgb_run: Path = Field(description="run folder of the RGB detector (student-trainer detect --modality rgb)")

@@ -31,8 +31,9 @@ class TransferModel(nn.Module):
         return self.adapter(self.trunk(x))
 
 
-def target_geometry(info: dict[str, Any], dataset: str) -> tuple[tuple[int, int, int], tuple[int, int], dict]:
-    """Teacher map shape (C, h, w), teacher input size (H, W) and statistics of ``dataset``'s collection.
+def target_geometry(info: dict[str, Any], dataset: str
+                    ) -> tuple[tuple[int, int, int], tuple[int, int], dict, list[str]]:
+    """Teacher map shape (C, h, w), teacher input size (H, W), statistics and views of ``dataset``'s collection.
 
     Raises:
         KeyError: the service holds no collection for the dataset (names the ones it has).
@@ -41,7 +42,8 @@ def target_geometry(info: dict[str, Any], dataset: str) -> tuple[tuple[int, int,
     if dataset not in cols:
         raise KeyError(f"teacher service has no collection {dataset!r} (it has {sorted(cols)}); precompute it first")
     col = cols[dataset]
-    return tuple(col["shape"]), tuple(col["input_size"]), col["stats"]  # type: ignore[return-value]
+    return (tuple(col["shape"]), tuple(col["input_size"]), col["stats"],  # type: ignore[return-value]
+            list(col.get("views", ["identity"])))
 
 
 def student_spec_for(spec: TrunkSpec, input_hw: tuple[int, int], target_hw: tuple[int, int]) -> TrunkSpec:

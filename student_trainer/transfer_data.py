@@ -4,12 +4,8 @@ Each DataLoader item is one whole training step: the worker reads the modality i
 of the batch's teacher maps in one batch request, so with ``num_workers`` workers and a prefetch factor
 the targets stay several steps ahead of the optimiser. Every worker process owns its own synchronous
 client (created lazily after the fork). The schedule is a pure function of (seed, step), so a resumed run
-sees exactly the batches and flips an uninterrupted run would.
-
-An expected error in a worker (an unreachable teacher service, an unreadable image: any ``XModalError``)
-travels to the training loop as a :class:`WorkerFailure` item and is raised there as an ``XModalError`` with
-its message, one line for the CLI: torch would re-raise it with a "Caught ... in DataLoader worker process 0 /
-Original Traceback" text as its message (or as a RuntimeError when its class takes other arguments).
+sees exactly the batches and flips an uninterrupted run would. Expected errors in a worker reach the loop as one
+line (:mod:`student_trainer.worker_errors`).
 """
 
 from __future__ import annotations
@@ -18,23 +14,24 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Literal, Protocol
 
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset
 
 from shared.distributed import ONE_PROCESS, Ranks
-from shared.errors import XModalError
-from shared.imageio import read_rgb
-from shared.presets import ModalityPreset
+from shared.modalities import Modality
+from student_trainer.worker_errors import WorkerFailure, worker_safe
 
-__all__ = ["BatchSchedule", "TargetSource", "TransferBatches", "WorkerFailure", "flip_target", "unwrap_failure"]
+__all__ = ["BatchSchedule", "FlipMode", "TargetSource", "TransferBatches", "flip_target"]
+
+FlipMode = Literal["exact", "mirrored", "none"]
 
 
 class TargetSource(Protocol):
-    def get_many(self, frame_ids: Sequence[str]) -> np.ndarray: ...
+    def get_many(self, frame_ids: Sequence[str], views: Sequence[str] | None = None) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -69,49 +66,41 @@ class BatchSchedule:
         return idx[mine], flips[mine]
 
 
-@dataclass(frozen=True)
-class WorkerFailure:
-    """An ``XModalError`` raised in a DataLoader worker, sent to the main process as an item (its message only:
-    the error class need not be constructible from one string, as torch's re-raise requires)."""
-
-    message: str
-
-
-def unwrap_failure(item: Any) -> Any:
-    """``item`` itself, or the :class:`WorkerFailure` it is raised as an ``XModalError`` with its message."""
-    if isinstance(item, WorkerFailure):
-        raise XModalError(item.message)
-    return item
-
-
 def flip_target(target: np.ndarray) -> np.ndarray:
-    """Mirror a (C, H, W) teacher map left-right: the map of the mirrored RGB frame, up to border effects."""
+    """Mirror a (C, H, W) teacher map left-right: ``--flip mirrored``'s approximation of the map of the mirrored
+    RGB frame (a CNN is not mirror-equivariant; ``--flip exact`` fetches the store's mirror view instead)."""
     return np.ascontiguousarray(target[..., ::-1])
 
 
 class TransferBatches(Dataset):
     """Item ``k`` = training step ``first_step + k``: inputs (B, 3, H, W) float32, targets (B, C, h, w).
 
-    Under torchrun each rank's dataset holds its share ``ranks`` of every step's batch (B = batch size / ranks)
-    and fetches only those frames' targets.
+    A flipped sample's input is the modality's exact mirror (the image of the mirrored inputs where one is recorded,
+    e.g. the flow image of the mirrored pair), and its target by ``flip``: ``exact`` = the teacher's map of the
+    mirrored RGB frame (the store's ``mirror`` view), ``mirrored`` = the cached map flipped, ``none`` = no flips
+    (the schedule then draws none). Under torchrun each rank's dataset holds its share ``ranks`` of every step's
+    batch (B = batch size / ranks) and fetches only those frames' targets.
     """
 
     def __init__(
         self,
         frame_ids: Sequence[str],
         image_paths: Sequence[Path],
-        preset: ModalityPreset,
+        modality: Modality,
         schedule: BatchSchedule,
         steps: int,
         first_step: int,
         input_hw: tuple[int, int],
         make_source: Callable[[], TargetSource],
         ranks: Ranks = ONE_PROCESS,
+        flip: FlipMode = "mirrored",
+        mirrored_paths: Sequence[Path | None] | None = None,
     ) -> None:
         if len(frame_ids) != len(image_paths) or not frame_ids:
             raise ValueError(f"need matching, non-empty frame ids and paths ({len(frame_ids)} vs {len(image_paths)})")
         self.ids, self.paths = list(frame_ids), list(image_paths)
-        self.preset, self.schedule, self.hw = preset, schedule, input_hw
+        self.mirrored = list(mirrored_paths) if mirrored_paths is not None else [None] * len(self.ids)
+        self.modality, self.schedule, self.hw, self.flip = modality, schedule, input_hw, flip
         self.steps, self.first_step, self.ranks = steps, first_step, ranks
         self._make_source = make_source
         self._source: TargetSource | None = None
@@ -125,24 +114,30 @@ class TransferBatches(Dataset):
             self._source, self._pid = self._make_source(), os.getpid()
         return self._source
 
-    def load_input(self, i: int, flip: bool) -> torch.Tensor:
-        img = read_rgb(self.paths[i])
+    def _read(self, path: Path) -> np.ndarray:
+        img = self.modality.read(path)
         if img.shape[:2] != self.hw:
             img = cv2.resize(img, (self.hw[1], self.hw[0]), interpolation=cv2.INTER_AREA)
-        return self.preset.to_tensor(self.preset.flip(img) if flip else img)
+        return img
+
+    def load_input(self, i: int, flip: bool) -> torch.Tensor:
+        """Frame ``i``'s student input, mirrored when ``flip`` (from the recorded mirrored image if there is one)."""
+        if flip and self.mirrored[i] is not None:
+            return self.modality.to_tensor(self._read(self.mirrored[i]))  # type: ignore[arg-type]
+        img = self._read(self.paths[i])
+        return self.modality.to_tensor(self.modality.flip(img) if flip else img)
 
     def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor, int] | WorkerFailure:
-        if get_worker_info() is None:  # in the main process: errors propagate as they are
-            return self._item(k)
-        try:
-            return self._item(k)
-        except XModalError as e:
-            return WorkerFailure(str(e))
+        return worker_safe(self._item, k)
 
     def _item(self, k: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         step = self.first_step + k
         idx, flips = self.schedule.part(step, self.ranks)
-        targets = self.source().get_many([self.ids[i] for i in idx])
+        ids = [self.ids[i] for i in idx]
         x = torch.stack([self.load_input(int(i), bool(f)) for i, f in zip(idx, flips, strict=True)])
-        t = np.stack([flip_target(m) if f else m for m, f in zip(targets, flips, strict=True)])
-        return x, torch.from_numpy(t), step
+        if self.flip == "exact":
+            t = self.source().get_many(ids, views=["mirror" if f else "identity" for f in flips])
+        else:
+            maps = self.source().get_many(ids)
+            t = np.stack([flip_target(m) if f else m for m, f in zip(maps, flips, strict=True)])
+        return x, torch.from_numpy(np.ascontiguousarray(t)), step

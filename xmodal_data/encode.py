@@ -1,4 +1,6 @@
-"""Encode the paired modalities of a manifest: HHA from depth, flow images from (t, t+1) pairs.
+"""Encode the paired modalities of a manifest: HHA from depth, flow images from (t, t+1) pairs — and, for flow, the
+flow image of the mirrored pair (``flow_mirror``: DIS is not mirror-equivariant, so trainers read this as the exact
+mirrored input instead of flipping ``flow``).
 
 Runs frames in parallel processes with a progress bar. Resumable: an image already under its final
 name is skipped (every write is temp + rename, so a present file is a complete file). The manifest is
@@ -26,6 +28,7 @@ from xmodal_data.hha import compute_hha
 __all__ = ["MODALITIES", "EncodeJob", "encode_manifest"]
 
 MODALITIES = ("hha", "flow")
+_FIELDS = {"hha": ("hha",), "flow": ("flow", "flow_mirror")}  # manifest fields each modality's encoding writes
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,8 @@ def _run_job(job: EncodeJob) -> str:
         intr.check_image(depth.shape, what=f"depth {job.inputs[0]}")
         img = compute_hha(depth, intr, raw)
     else:
-        img = flow_image_from_pair(job.inputs[0], job.inputs[1], method=job.flow_method)
+        img = flow_image_from_pair(job.inputs[0], job.inputs[1], method=job.flow_method,
+                                   mirrored=job.modality == "flow_mirror")
     write_image(job.output, img)
     return job.frame_id
 
@@ -68,8 +72,9 @@ def _jobs_for(frame: FrameRecord, manifest: Manifest, modalities: Sequence[str],
         jobs.append(EncodeJob(frame.id, "hha", tuple(inputs), str(out), intr))
     if "flow" in modalities and frame.rgb_next is not None:
         inputs = (str(manifest.path(frame.rgb)), str(manifest.path(frame.rgb_next)))
-        out = manifest.path(frame.flow or f"flow/{frame.id}.png")
-        jobs.append(EncodeJob(frame.id, "flow", inputs, str(out), flow_method=flow_method))
+        for field, folder in (("flow", "flow"), ("flow_mirror", "flow_mirror")):
+            out = manifest.path(getattr(frame, field) or f"{folder}/{frame.id}.png")
+            jobs.append(EncodeJob(frame.id, field, inputs, str(out), flow_method=flow_method))
     return jobs
 
 
@@ -88,7 +93,7 @@ def encode_manifest(
     """Encode HHA and/or flow images for every frame that has the inputs; update the manifest.
 
     Returns:
-        counts: ``{"hha": written, "flow": written, "skipped": already present}``.
+        counts: ``{"hha": written, "flow": written, "flow_mirror": written, "skipped": already present}``.
     Raises:
         ValueError: unknown modality.
         ImageReadError / DataError: the first bad input, naming its file (nothing is marked done).
@@ -99,7 +104,7 @@ def encode_manifest(
     manifest = read_manifest(manifest_path)
     jobs = [j for f in manifest for j in _jobs_for(f, manifest, modalities, flow_method)]
     todo = [j for j in jobs if not Path(j.output).is_file()]
-    counts = {"hha": 0, "flow": 0, "skipped": len(jobs) - len(todo)}
+    counts = {"hha": 0, "flow": 0, "flow_mirror": 0, "skipped": len(jobs) - len(todo)}
     workers = max(1, workers or os.cpu_count() or 1)
     bar = tqdm(total=len(todo), desc="encode", unit="img", disable=not progress)
     if workers == 1 or len(todo) < 4:
@@ -116,7 +121,8 @@ def encode_manifest(
     bar.close()
     outputs = {(j.frame_id, j.modality): _relative(j.output, manifest.root) for j in jobs}
     frames = [
-        f.model_copy(update={m: outputs[(f.id, m)] for m in MODALITIES if (f.id, m) in outputs}) for f in manifest
+        f.model_copy(update={k: outputs[(f.id, k)] for m in MODALITIES for k in _FIELDS[m] if (f.id, k) in outputs})
+        for f in manifest
     ]
     write_manifest(manifest_path, manifest.header, frames)
     return counts

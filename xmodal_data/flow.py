@@ -122,13 +122,15 @@ def write_flo(path: str | os.PathLike[str], flow: np.ndarray) -> Path:
 
 
 def flow_image_from_pair(
-    path_t: str | os.PathLike[str], path_t1: str | os.PathLike[str], method: str = "dis"
+    path_t: str | os.PathLike[str], path_t1: str | os.PathLike[str], method: str = "dis", mirrored: bool = False
 ) -> np.ndarray:
     """Read two consecutive frames and return their flow image (:func:`encode_flow_image`).
 
     Args:
         path_t, path_t1: image files of frames t and t+1 (any format OpenCV reads).
         method: see :func:`compute_flow`.
+        mirrored: the flow image of the pair mirrored left-right (both frames mirrored before the flow is
+            computed: the exact input of a mirrored training sample, which flipping the flow image only approximates).
 
     Returns:
         (H, W, 3) uint8 flow image (u, v, magnitude).
@@ -144,4 +146,6 @@ def flow_image_from_pair(
             f"frames differ in size: {path_t} is {rgb_t.shape[0]}x{rgb_t.shape[1]} but {path_t1} is "
             f"{rgb_t1.shape[0]}x{rgb_t1.shape[1]} (HxW); expected consecutive frames of one video"
         )
+    if mirrored:
+        rgb_t, rgb_t1 = np.ascontiguousarray(rgb_t[:, ::-1]), np.ascontiguousarray(rgb_t1[:, ::-1])
     return encode_flow_image(compute_flow(rgb_t, rgb_t1, method))

@@ -34,11 +34,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.atomic import write_json_atomic
 from shared.errors import XModalError
+from shared.modalities import names
 from shared.settings import add_settings_arguments, settings_from_args
-from student_trainer.settings import apply_profile
+from student_trainer.train_settings import apply_profile
 from xmodal_pipeline.procs import ProcessGroup, free_port
 
 __all__ = ["DemoSettings", "main", "run_demo"]
+
+# The demo trains a student of every modality that has transfer pairs (shared.modalities).
+STUDENTS = tuple(names(students_only=True))
 
 _SEEDS = {"tiny": [0], "quick": [0], "full": [0, 1, 2]}
 # Labelled RGB is the plentiful modality: on the CPU profile the teacher gets 3x the detectors' 500 iterations
@@ -116,7 +120,7 @@ class Demo:
 
     def students(self) -> None:
         for store, prefix in (("store", "transfer"), ("store-untrained", "control")):
-            todo = [m for m in ("hha", "flow") if not (self.runs / f"{prefix}-{m}" / "summary.json").is_file()]
+            todo = [m for m in STUDENTS if not (self.runs / f"{prefix}-{m}" / "summary.json").is_file()]
             if not todo:
                 continue
             port = free_port()
@@ -136,7 +140,7 @@ class Demo:
             "compare", "--modality", m, "--manifest", self.manifest, "--out", self.runs / f"compare-{m}",
             "--rgb-run", self.runs / "rgb", "--transfer", self.runs / f"transfer-{m}" / "checkpoint.pt",
             "--control", self.runs / f"control-{m}" / "checkpoint.pt", "--seeds", *seeds,
-            "--device", self.s.device, *self.common]) for m in ("hha", "flow")])
+            "--device", self.s.device, *self.common]) for m in STUDENTS])
 
     def write_report(self) -> Path:
         from xmodal_pipeline.report import write_demo_report
@@ -175,9 +179,9 @@ class Demo:
             ("rgb teacher", self.rgb_teachers, lambda: self._summaries("rgb", "rgb-untrained")),
             ("precompute", self.stores, self._stores_done),
             ("students", self.students,
-             lambda: self._summaries(*(f"{p}-{m}" for p in ("transfer", "control") for m in ("hha", "flow")))),
+             lambda: self._summaries(*(f"{p}-{m}" for p in ("transfer", "control") for m in STUDENTS))),
             ("compare", self.compare, lambda: all((self.runs / f"compare-{m}" / "compare.json").is_file()
-                                                  for m in ("hha", "flow"))),
+                                                  for m in STUDENTS)),
         )
         for name, fn, finished in stages:
             self._timed(name, fn, finished)

@@ -7,8 +7,12 @@ import shutil
 from pathlib import Path
 
 from shared.atomic import write_text_atomic
+from shared.modalities import names
 
 __all__ = ["plot_transfer_curves", "timings_markdown", "write_demo_report"]
+
+# The demo trains a student of every modality that has transfer pairs (shared.modalities).
+STUDENTS = tuple(names(students_only=True))
 
 
 def plot_transfer_curves(runs: dict[str, Path], path: Path) -> Path:
@@ -58,7 +62,7 @@ def write_demo_report(out: Path, runs: Path, data: Path, report: Path, timings: 
         parts.append("![contact sheet](contact_sheet.png)\n")
     parts.append("## Teacher feature stores\n")
     parts += [_store_line(out / s) for s in ("store", "store-untrained")]
-    curves = {f"{p}-{m}": runs / f"{p}-{m}" / "metrics.jsonl" for p in ("transfer", "control") for m in ("hha", "flow")}
+    curves = {f"{p}-{m}": runs / f"{p}-{m}" / "metrics.jsonl" for p in ("transfer", "control") for m in STUDENTS}
     plot_transfer_curves(curves, report / "transfer_curves.png")
     parts.append("\n## Supervision transfer\n\n![transfer curves](transfer_curves.png)\n")
     for name in curves:
@@ -74,7 +78,7 @@ def write_demo_report(out: Path, runs: Path, data: Path, report: Path, timings: 
         r = json.loads(rgb.read_text())
         parts.append(f"\n## RGB teacher detector\n\nmAP {100 * r['mAP']:.1f} on `{r['test_split']}` "
                      f"({r['train_frames']} training frames, {r['train_seconds']:.0f} s)\n")
-    for m in ("hha", "flow"):
+    for m in STUDENTS:
         table = runs / f"compare-{m}" / "report.md"
         if table.is_file():
             parts.append("\n" + table.read_text())

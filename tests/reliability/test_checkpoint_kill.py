@@ -11,8 +11,8 @@ import torch
 from shared.errors import WeightsUnavailableError
 from student_trainer.checkpoint import load_checkpoint
 from student_trainer.logs import read_metrics
-from student_trainer.settings import TransferSettings
 from student_trainer.transfer import run_transfer
+from student_trainer.transfer_settings import TransferSettings
 from tests.servers import args_of, cli, kill9, run_cli
 
 STALL_AT = 8

@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings
 from shared.errors import ConfigError
 from shared.settings import add_settings_arguments, settings_env, settings_from_args, split_commas
 from student_trainer.detect_settings import DetectSettings, ProposalSettings
-from student_trainer.settings import TransferSettings
+from student_trainer.transfer_settings import TransferSettings
 from teacher_server.settings import ServeSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -121,8 +121,8 @@ def _all_settings_classes() -> list[type[BaseSettings]]:
         cls = todo.pop()
         todo += cls.__subclasses__()
         if cls.__module__.split(".")[0] in {"shared", "student_trainer", "teacher_server", "xmodal_data",
-                                            "xmodal_pipeline"}:
-            found.append(cls)
+                                            "xmodal_pipeline"} and cls.model_config.get("env_prefix"):
+            found.append(cls)  # (a base without a prefix, TrainSettings, is no command)
     return found
 
 

@@ -10,9 +10,9 @@ from shared.distributed import Ranks
 from shared.manifest import read_manifest
 from student_trainer.checkpoint import load_checkpoint
 from student_trainer.logs import read_metrics
-from student_trainer.settings import TransferSettings
 from student_trainer.transfer import run_transfer
 from student_trainer.transfer_data import BatchSchedule
+from student_trainer.transfer_settings import TransferSettings
 from teacher_server.app import create_app
 from teacher_server.settings import ServeSettings
 from tests.servers import args_of, run_torchrun, uvicorn_thread

@@ -9,9 +9,9 @@ import torch
 
 from shared.errors import DataError
 from shared.manifest import read_manifest
+from shared.modalities import modality
 from shared.nets.teachers import load_teacher
 from shared.nets.trunks import AlexNetTrunk, trunk_spec
-from shared.presets import preset
 from student_trainer import detect
 from student_trainer.checkpoint import load_checkpoint, save_checkpoint
 from student_trainer.cli import main
@@ -62,7 +62,7 @@ def student_ckpt(tmp_path_factory):
     model = TransferModel(AlexNetTrunk(trunk_spec("alexnet-small", width=0.5)), teacher_channels=16).train()
     with torch.no_grad():
         model(torch.randn(4, 3, 64, 80) * 2 + 0.5)
-    mod = preset("hha")
+    mod = modality("hha")
     path = tmp_path_factory.mktemp("student") / "student.pt"
     save_checkpoint(path, {"model": model.state_dict(), "trunk": model.trunk.describe(mod.mean, mod.std),
                            "modality": "hha", "step": 100})
@@ -106,7 +106,7 @@ def test_run_writes_checkpoint_metrics_and_reports(rgb_run):
 def test_detector_checkpoint_loads_as_teacher(rgb_run):
     out, _ = rgb_run
     teacher = load_teacher("checkpoint", str(out / "checkpoint.pt"))
-    assert teacher.identity.arch == "alexnet-small" and teacher.identity.mean == preset("rgb").mean
+    assert teacher.identity.arch == "alexnet-small" and teacher.identity.mean == modality("rgb").mean
     state = load_checkpoint(out / "checkpoint.pt")["model"]
     assert torch.equal(teacher.trunk.conv1[0].weight, state["trunk.conv1.0.weight"])
     assert teacher.trunk(torch.zeros(1, 3, 64, 80)).shape[1] == teacher.identity.out_channels
@@ -193,7 +193,7 @@ def test_cli_copy_rgb_init(rgb_run, synth_tiny, proposals, tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["init"] == "copy-rgb" and summary["test_split"] == "depth_test"
     ckpt = load_checkpoint(tmp_path / "cli" / "checkpoint.pt")
-    assert ckpt["init"]["copied_tensors"] > 0 and ckpt["trunk"]["mean"] == list(preset("hha").mean)
+    assert ckpt["init"]["copied_tensors"] > 0 and ckpt["trunk"]["mean"] == list(modality("hha").mean)
     rc = main(["detect", "--modality", "hha", "--manifest", str(synth_tiny), "--out", str(tmp_path / "bad"),
                "--init", "transfer", "--profile", "tiny"])
     assert rc == 2 and "--trunk-checkpoint" in capsys.readouterr().err

@@ -6,8 +6,8 @@ import torch
 
 from shared.boxes import decode_boxes
 from shared.imageio import write_image
+from shared.modalities import modality
 from shared.nets.trunks import AlexNetTrunk, trunk_spec
-from shared.presets import preset
 from student_trainer.detect_data import DetectFrame, load_frame, pad_images, resize_factor
 from student_trainer.detector import FastRCNN, fast_rcnn_loss, postprocess_detections, sample_rois
 from student_trainer.fusion import fuse_outputs
@@ -126,25 +126,25 @@ def test_flip_moves_image_boxes_and_proposals_together_and_negates_flow_u(tmp_pa
     img[:, :10, 1] = 200  # a marker in the left quarter
     img[..., 0] = 160  # flow u = +2 px
     frame = _frame(tmp_path, img)
-    plain = load_frame(frame, preset("flow"), flip=False)
-    flipped = load_frame(frame, preset("flow"), flip=True)
+    plain = load_frame(frame, modality("flow"), flip=False)
+    flipped = load_frame(frame, modality("flow"), flip=True)
     assert torch.equal(plain.labels, torch.tensor([2]))  # 1-based for the detector
     assert flipped.boxes.tolist() == [[28.0, 4.0, 38.0, 20.0]]
     assert flipped.proposals.tolist() == [[35.0, 0.0, 40.0, 6.0]]
     assert torch.equal(flipped.image[1], plain.image[1].flip(-1))  # v channel mirrored
     assert torch.allclose(flipped.image[0], -plain.image[0])  # u negated (128-centred preset)
-    assert torch.equal(load_frame(frame, preset("hha"), flip=True).image[0],
-                       load_frame(frame, preset("hha")).image[0].flip(-1))  # HHA: plain mirror
+    assert torch.equal(load_frame(frame, modality("hha"), flip=True).image[0],
+                       load_frame(frame, modality("hha")).image[0].flip(-1))  # HHA: plain mirror
 
 
 def test_resize_scales_boxes_and_padding(tmp_path):
     frame = _frame(tmp_path, np.zeros((24, 40, 3), np.uint8))
     assert resize_factor((24, 40), None, 2000) == 1.0
     assert resize_factor((24, 40), 48, 60) == pytest.approx(1.5)  # capped by the longer side
-    big = load_frame(frame, preset("rgb"), short_side=48, max_side=2000)
+    big = load_frame(frame, modality("rgb"), short_side=48, max_side=2000)
     assert big.image.shape == (3, 48, 80) and big.scale == (2.0, 2.0)
     assert big.boxes.tolist() == [[4.0, 8.0, 24.0, 40.0]]
-    batch = pad_images([big.image, load_frame(frame, preset("rgb")).image])
+    batch = pad_images([big.image, load_frame(frame, modality("rgb")).image])
     assert batch.shape == (2, 3, 48, 80) and (batch[1, :, 24:] == 0).all()
 
 
@@ -165,7 +165,7 @@ def test_loss_falls_on_a_fixed_batch(tmp_path):
     losses = []
     for step in range(25):
         idx, flips = schedule.batch(step)
-        batch = [load_frame(frames[i], preset("rgb"), bool(f)) for i, f in zip(idx, flips, strict=True)]
+        batch = [load_frame(frames[i], modality("rgb"), bool(f)) for i, f in zip(idx, flips, strict=True)]
         rois, labels, targets = sample_rois([b.proposals for b in batch], [b.boxes for b in batch],
                                             [b.labels for b in batch], rois_per_image=32)
         logits, deltas = model(pad_images([b.image for b in batch]), rois)

@@ -7,8 +7,8 @@ import torch
 
 from student_trainer.checkpoint import load_checkpoint
 from student_trainer.logs import read_metrics
-from student_trainer.settings import TransferSettings
 from student_trainer.transfer import run_transfer
+from student_trainer.transfer_settings import TransferSettings
 from tests.servers import args_of, cli, free_port, kill9, wait_healthy
 
 

@@ -19,8 +19,8 @@ import torch
 
 from shared.client import TeacherClient, TeacherUnavailableError
 from student_trainer.checkpoint import load_checkpoint
-from student_trainer.settings import TransferSettings
 from student_trainer.transfer import run_transfer
+from student_trainer.transfer_settings import TransferSettings
 from tests.servers import args_of, cli, free_port, kill9, wait_healthy
 
 STEPS, OUTAGE_S = 200, 6.0

@@ -8,14 +8,14 @@ import torch
 
 from shared.errors import ConfigError, GeometryError
 from shared.imageio import write_image
+from shared.modalities import modality
 from shared.nets.trunks import trunk_spec
-from shared.presets import preset
 from student_trainer.checkpoint import load_checkpoint
 from student_trainer.logs import read_metrics
-from student_trainer.settings import TransferSettings
 from student_trainer.student import student_spec_for
 from student_trainer.transfer import run_transfer
 from student_trainer.transfer_data import BatchSchedule, TransferBatches
+from student_trainer.transfer_settings import TransferSettings
 
 
 def test_schedule_is_deterministic_and_covers_every_frame_each_epoch():
@@ -52,7 +52,7 @@ def test_flip_and_frame_pairing_alignment(tmp_path):
         img[..., 1] = 40 * k
         paths.append(write_image(tmp_path / f"{k}.png", img))
         ids.append(f"t.{k}")
-    data = TransferBatches(ids, paths, preset("hha"), BatchSchedule(6, 4, seed=0), steps=6, first_step=0,
+    data = TransferBatches(ids, paths, modality("hha"), BatchSchedule(6, 4, seed=0), steps=6, first_step=0,
                            input_hw=(24, 40), make_source=lambda: RampTargets(ids))
     flips_seen = set()
     for k in range(len(data)):
@@ -71,7 +71,7 @@ def test_flip_and_frame_pairing_alignment(tmp_path):
 def test_flow_flip_negates_u():
     img = np.full((4, 6, 3), 128, np.uint8)
     img[..., 0] = 160  # u = +2 px
-    flipped = preset("flow").flip(img)
+    flipped = modality("flow").flip(img)
     assert (flipped[..., 0] == 96).all() and (flipped[..., 1:] == 128).all()
 
 
