@@ -68,6 +68,47 @@ def test_flip_and_frame_pairing_alignment(tmp_path):
     assert flips_seen == {True, False}
 
 
+class ViewTargets(RampTargets):
+    """Like RampTargets, but the mirror view of frame k is recognisably its own map (channel 0 = 100 - ramp)."""
+
+    def get_many(self, frame_ids, views=None):
+        out = super().get_many(frame_ids)
+        for i, view in enumerate(views or ["identity"] * len(frame_ids)):
+            if view == "mirror":
+                out[i, 0] = 100 - out[i, 0]
+        return out
+
+
+@pytest.mark.parametrize("flip", ["exact", "mirrored", "none"])
+def test_flip_modes_choose_the_target_of_the_mirrored_frame(tmp_path, flip):
+    ids, paths, mirrored = [], [], []
+    for k in range(6):
+        img = np.full((24, 40, 3), 40 * k, np.uint8)
+        write_image(tmp_path / f"{k}.png", img)
+        write_image(tmp_path / f"{k}m.png", np.full_like(img, 7))  # "the image of the mirrored inputs"
+        ids.append(f"f{k}")
+        paths.append(tmp_path / f"{k}.png")
+        mirrored.append(tmp_path / f"{k}m.png")
+    schedule = BatchSchedule(6, 4, seed=0, flip=flip != "none")
+    data = TransferBatches(ids, paths, modality("hha"), schedule, steps=4, first_step=0, input_hw=(24, 40),
+                           make_source=lambda: ViewTargets(ids), flip=flip, mirrored_paths=mirrored)
+    seen = set()
+    for step in range(4):
+        x, t, _ = data[step]
+        _, flips = schedule.batch(step)
+        for b in range(4):
+            seen.add(bool(flips[b]))
+            if not flips[b]:
+                assert t[b, 0, 0, 0].item() == 0 and t[b, 0, 0, -1].item() == 4  # the identity map as cached
+                continue
+            if flip == "exact":  # the store's mirror view, and the recorded mirrored image as input
+                assert t[b, 0, 0, 0].item() == 100 and t[b, 0, 0, -1].item() == 96
+                assert torch.allclose(x[b], modality("hha").to_tensor(np.full((24, 40, 3), 7, np.uint8)))
+            else:  # the identity map flipped
+                assert t[b, 0, 0, 0].item() == 4 and t[b, 0, 0, -1].item() == 0
+    assert seen == ({False} if flip == "none" else {True, False})
+
+
 def test_flow_flip_negates_u():
     img = np.full((4, 6, 3), 128, np.uint8)
     img[..., 0] = 160  # u = +2 px
