@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from shared.api import ServiceInfo, error_class
 from shared.connections import ConnectionPool, Reply, TransportError
-from shared.errors import DataError, FrameIdError, FrameNotFoundError, XModalError
+from shared.errors import DataError, FeatureServiceError, XModalError
 from shared.features import (
     BATCH_MEDIA_TYPE,
     HEADER_SHAPE,
@@ -36,19 +37,11 @@ from shared.features import (
 )
 from shared.ids import validate_frame_id
 
-__all__ = ["FeatureServiceError", "TeacherClient", "TeacherUnavailableError"]
+__all__ = ["TeacherClient", "TeacherUnavailableError"]
 
 log = logging.getLogger(__name__)
 _RETRY_STATUS = {502, 503, 504}
 _BATCH_HEADERS = {"Accept": BATCH_MEDIA_TYPE, "Content-Type": "application/json"}
-
-
-class FeatureServiceError(XModalError):
-    """The service answered with an error (code and message from its JSON body)."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{status} {code}: {message}")
-        self.status, self.code = status, code
 
 
 class TeacherUnavailableError(XModalError):
@@ -56,11 +49,11 @@ class TeacherUnavailableError(XModalError):
 
 
 def _raise_for(status: int, code: str, message: str) -> None:
-    if code == "malformed_id":
-        raise FrameIdError(message)
-    if code == "unknown_frame":
-        raise FrameNotFoundError(message)
-    raise FeatureServiceError(status, code, message)
+    """Raise the table's exception for ``code`` (:data:`shared.api.API_ERRORS`), FeatureServiceError for others."""
+    cls = error_class(code)
+    if cls is None or cls.status != status:
+        raise FeatureServiceError(status, code, message)
+    raise cls(f"{message} [{status} {code}]")
 
 
 def _view_query(view: str) -> str:
@@ -108,7 +101,7 @@ class TeacherClient:
         self.wait, self.backoff, self.max_backoff = wait, backoff, max_backoff
         self.wait_not_computed = wait_not_computed
         self.cache_dir = Path(cache_dir) if cache_dir else None
-        self._info: dict[str, Any] | None = None
+        self._info: ServiceInfo | None = None
         self._encoding: FeatureEncoding
         self.retried = 0  # requests repeated after a transient failure (for logs and tests)
 
@@ -168,11 +161,11 @@ class TeacherClient:
                             f"cannot be decoded: {e}") from None
 
     # -- API --------------------------------------------------------------------------------------
-    def info(self, refresh: bool = False) -> dict[str, Any]:
+    def info(self, refresh: bool = False) -> ServiceInfo:
         """``GET /info`` (cached): teacher, encoding, collections, statistics, max_batch."""
         if self._info is None or refresh:
-            info = self._check(self._request("GET", "/info")).json()
-            self._encoding = FeatureEncoding.from_dict(info["encoding"])
+            info = ServiceInfo.model_validate(self._check(self._request("GET", "/info")).json())
+            self._encoding = FeatureEncoding.from_dict(info.encoding)
             self._info = info
         return self._info
 
@@ -184,7 +177,7 @@ class TeacherClient:
 
     @property
     def teacher_id(self) -> str:
-        return str(self.info()["teacher_id"])
+        return self.info().teacher_id
 
     def healthy(self) -> bool:
         """True when ``/healthz`` answers 200 within 2 s (one try, on a connection of its own)."""
@@ -252,7 +245,7 @@ class TeacherClient:
             else:
                 fill(key, hit.shape)[...] = hit
                 repeat(key)
-        step = int(self.info()["max_batch"])
+        step = self.info().max_batch
         for i in range(0, len(missing), step):
             part = missing[i : i + step]
             request: dict[str, Any] = {"ids": [fid for fid, _ in part], "strict": False}

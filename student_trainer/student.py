@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
+from shared.api import CollectionStats, ServiceInfo
 from shared.nets.geometry import find_conv1_padding
 from shared.nets.teachers import trunk_state
 from shared.nets.trunks import AlexNetTrunk, TrunkSpec
@@ -31,19 +31,18 @@ class TransferModel(nn.Module):
         return self.adapter(self.trunk(x))
 
 
-def target_geometry(info: dict[str, Any], dataset: str
-                    ) -> tuple[tuple[int, int, int], tuple[int, int], dict, list[str]]:
+def target_geometry(info: ServiceInfo, dataset: str
+                    ) -> tuple[tuple[int, int, int], tuple[int, int], CollectionStats, list[str]]:
     """Teacher map shape (C, h, w), teacher input size (H, W), statistics and views of ``dataset``'s collection.
 
     Raises:
         KeyError: the service holds no collection for the dataset (names the ones it has).
     """
-    cols = info["collections"]
-    if dataset not in cols:
-        raise KeyError(f"teacher service has no collection {dataset!r} (it has {sorted(cols)}); precompute it first")
-    col = cols[dataset]
-    return (tuple(col["shape"]), tuple(col["input_size"]), col["stats"],  # type: ignore[return-value]
-            list(col.get("views", ["identity"])))
+    col = info.collections.get(dataset)
+    if col is None:
+        raise KeyError(f"teacher service has no collection {dataset!r} (it has {sorted(info.collections)}); "
+                       "precompute it first")
+    return col.shape, col.input_size, col.stats, col.views
 
 
 def student_spec_for(spec: TrunkSpec, input_hw: tuple[int, int], target_hw: tuple[int, int]) -> TrunkSpec:

@@ -130,7 +130,7 @@ def build_transfer(s: TransferSettings, first_step: int = 0, ranks: Ranks = ONE_
     if s.init == "copy-rgb":
         copy_rgb_weights(trunk, s.rgb_checkpoint)  # type: ignore[arg-type]
     model = TransferModel(trunk, shape[0])
-    rms = stats.get("rms_l2_norm", 0.0) / math.sqrt(math.prod(shape))
+    rms = (stats.rms_l2_norm or 0.0) / math.sqrt(math.prod(shape))
     if s.target_scale is None and not rms > 0:
         raise ConfigError("the teacher store has no feature statistics yet; pass --target-scale")
     scale = s.target_scale or 1.0 / rms
@@ -141,7 +141,8 @@ def build_transfer(s: TransferSettings, first_step: int = 0, ranks: Ranks = ONE_
         held = _frames_of(s, manifest, mod, s.eval_splits)
         held_out = _batches(s, manifest, mod, held, BatchSchedule(len(held), 1, 0, False), 0, 0, input_hw,
                             ONE_PROCESS, "none")
-    return TransferRun(s, model, dataset, scale, info["teacher"] | {"id": info["teacher_id"]}, input_hw, held_out)
+    teacher = info.teacher.model_dump() | {"id": info.teacher_id}
+    return TransferRun(s, model, dataset, scale, teacher, input_hw, held_out)
 
 
 def transfer_loss(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor,

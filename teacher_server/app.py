@@ -11,20 +11,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shared.errors import ConfigError, FrameIdError, FrameNotFoundError, XModalError
-from teacher_server.deps import Unauthorized
-from teacher_server.errors import BatchTooLargeError, CorruptFeatureError, NotYetComputedError, ViewNotStoredError
-from teacher_server.http_semantics import (
-    AmbiguousHeaderError,
-    HeadAsGet,
-    RequestTimeoutError,
-    UnsupportedMediaTypeError,
-    allow_header,
+from shared.errors import (
+    ApiError,
+    ConfigError,
+    InvalidRequestError,
+    MethodNotAllowedError,
+    RouteNotFoundError,
+    UnauthorizedError,
+    XModalError,
 )
+from teacher_server.http_semantics import HeadAsGet, allow_header
 from teacher_server.metrics import Metrics, MetricsMiddleware
 from teacher_server.reader import ChunkReader
 from teacher_server.routes import features, health, info
-from teacher_server.routes.features import BatchRequestError
 from teacher_server.settings import ServeSettings
 from teacher_server.store import FeatureStore
 
@@ -32,21 +31,9 @@ __all__ = ["create_app", "create_app_from_env", "open_reader"]
 
 log = logging.getLogger(__name__)
 
-# Domain error -> (HTTP status, stable error code). Clients switch on the code, people read the message.
-_ERRORS: list[tuple[type[Exception], int, str]] = [
-    (FrameIdError, 400, "malformed_id"),
-    (AmbiguousHeaderError, 400, "ambiguous_header"),
-    (NotYetComputedError, 404, "not_computed"),
-    (FrameNotFoundError, 404, "unknown_frame"),
-    (ViewNotStoredError, 404, "unknown_view"),
-    (BatchTooLargeError, 413, "too_large"),
-    (UnsupportedMediaTypeError, 415, "unsupported_media_type"),
-    (BatchRequestError, 422, "invalid_request"),
-    (CorruptFeatureError, 500, "corrupt_feature"),
-    (Unauthorized, 401, "unauthorized"),
-    (RequestTimeoutError, 408, "request_timeout"),
-]
-_ERROR_HEADERS = {401: {"WWW-Authenticate": "Bearer"}, 408: {"Connection": "close"}}  # 408: the rest may trickle
+# Errors are the ApiError classes of shared.errors: each carries its status and code (the table, shared with the
+# client: shared.api.API_ERRORS). Some answers need a header: 408 closes (the rest of the body may still trickle).
+_ERROR_HEADERS = {401: {"WWW-Authenticate": "Bearer"}, 408: {"Connection": "close"}}
 
 
 def _error(status: int, code: str, message: str, metrics: Metrics, headers: dict[str, str] | None = None):
@@ -108,22 +95,20 @@ def create_app(settings: ServeSettings) -> FastAPI:
     for router in (features.router, info.router, health.router):
         app.include_router(router)
 
-    for exc_type, status, code in _ERRORS:
-        headers = _ERROR_HEADERS.get(status)
+    async def api_error(request: Request, exc: ApiError):
+        message = str(exc) or ("a valid bearer token is required" if isinstance(exc, UnauthorizedError) else exc.code)
+        return _error(exc.status, exc.code, message, metrics, _ERROR_HEADERS.get(exc.status))
 
-        async def handler(request: Request, exc: Exception, status=status, code=code, headers=headers):
-            message = str(exc) or "a valid bearer token is required"
-            return _error(status, code, message, metrics, headers)
-
-        app.add_exception_handler(exc_type, handler)
+    app.add_exception_handler(ApiError, api_error)
 
     async def validation(request: Request, exc: RequestValidationError):
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        return _error(422, "invalid_request", f"{where}: {first['msg']}", metrics)
+        return _error(InvalidRequestError.status, InvalidRequestError.code, f"{where}: {first['msg']}", metrics)
 
     async def http_error(request: Request, exc: StarletteHTTPException):
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        known = {cls.status: cls.code for cls in (RouteNotFoundError, MethodNotAllowedError)}
+        code = known.get(exc.status_code, "http_error")
         headers, message = dict(exc.headers or {}), str(exc.detail)
         if "Allow" in headers:  # a 405 must say what is allowed (RFC 9110 §15.5.6)
             headers["Allow"] = allow_header(headers["Allow"])

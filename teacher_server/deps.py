@@ -11,16 +11,12 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from teacher_server.http_semantics import AmbiguousHeaderError
+from shared.errors import AmbiguousHeaderError, UnauthorizedError
 from teacher_server.metrics import Metrics
 from teacher_server.reader import ChunkReader
 from teacher_server.settings import ServeSettings
 
-__all__ = ["MetricsDep", "ReaderDep", "SettingsDep", "Unauthorized", "require_token"]
-
-
-class Unauthorized(Exception):
-    """Missing or wrong bearer token (mapped to 401 by the app)."""
+__all__ = ["MetricsDep", "ReaderDep", "SettingsDep", "require_token"]
 
 
 async def get_settings(request: Request) -> ServeSettings:
@@ -45,7 +41,7 @@ async def require_token(request: Request) -> None:
 
     Raises:
         AmbiguousHeaderError: several Authorization headers (400).
-        Unauthorized: none, another scheme, or another token (401).
+        UnauthorizedError: none, another scheme, or another token (401).
     """
     token = request.app.state.settings.token
     if token is None:
@@ -56,4 +52,4 @@ async def require_token(request: Request) -> None:
     scheme, _, given = (given_headers[0] if given_headers else "").partition(" ")
     expected = token.get_secret_value().encode()
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
-        raise Unauthorized()
+        raise UnauthorizedError()

@@ -14,14 +14,9 @@ from typing import NamedTuple
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.errors import XModalError
-
 __all__ = [
-    "AmbiguousHeaderError",
     "HeadAsGet",
     "MediaRange",
-    "RequestTimeoutError",
-    "UnsupportedMediaTypeError",
     "allow_header",
     "etag_matches",
     "is_json",
@@ -38,18 +33,6 @@ _QVALUE = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
 # Elements of a comma-separated list, commas inside quoted strings kept (RFC 9110 §5.6.1).
 _ELEMENT = re.compile(rf'(?:[^,"]|{_QUOTED})+')
 _ENTITY_TAG = re.compile(r'[\s,]*(?:W/)?("[\x21\x23-\x7e\x80-\xff]*")[\s,]*')
-
-
-class UnsupportedMediaTypeError(XModalError, ValueError):
-    """A request body in a media type the route does not read (mapped to 415)."""
-
-
-class RequestTimeoutError(XModalError, TimeoutError):
-    """A request body did not arrive in time (mapped to 408, and the connection closed)."""
-
-
-class AmbiguousHeaderError(XModalError, ValueError):
-    """A header that must appear at most once appears several times (mapped to 400)."""
 
 
 class MediaRange(NamedTuple):

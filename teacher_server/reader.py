@@ -19,10 +19,16 @@ from dataclasses import dataclass
 import google_crc32c
 import numpy as np
 
-from shared.errors import DataError, FrameIdError, FrameNotFoundError
+from shared.errors import (
+    CorruptFeatureError,
+    DataError,
+    FrameIdError,
+    FrameNotFoundError,
+    NotYetComputedError,
+    ViewNotStoredError,
+)
 from shared.features import chunk_crc
 from shared.ids import validate_frame_id
-from teacher_server.errors import CorruptFeatureError, NotYetComputedError, ViewNotStoredError
 from teacher_server.shard_index import Shard, open_shard
 from teacher_server.storage import StaleBlobError
 from teacher_server.store import Collection, FeatureStore

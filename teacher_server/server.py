@@ -26,6 +26,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from shared.errors import ApiError, HeaderTooLargeError, RequestTimeoutError, TooManyConnectionsError
 from teacher_server.settings import ServeSettings
 
 __all__ = ["LimitedHttpProtocol", "uvicorn_options"]
@@ -37,8 +38,9 @@ def _error_body(code: str, message: str) -> bytes:
 
 async def _too_many_connections(scope: Any, receive: Any, send: Any) -> None:
     """The ASGI answer to a request over the connection cap (uvicorn's plain-text one, in JSON)."""
-    body = _error_body("too_many_connections", "the server holds its maximum of open connections; retry shortly")
-    await send({"type": "http.response.start", "status": 503, "headers": [
+    err = TooManyConnectionsError
+    body = _error_body(err.code, "the server holds its maximum of open connections; retry shortly")
+    await send({"type": "http.response.start", "status": err.status, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
         (b"retry-after", b"1"), (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": body})
@@ -78,18 +80,19 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         if self._head_begun:
-            self._refuse(408, "request_timeout",
+            self._refuse(RequestTimeoutError,
                          f"the request head was not complete within {self.header_timeout:g} s")
         else:
             self.transport.close()
 
-    def _refuse(self, status: int, code: str, message: str) -> None:
+    def _refuse(self, error: type[ApiError], message: str) -> None:
         """Answer a request whose head never completed, then close (no ASGI cycle exists for it)."""
+        status = error.status
         self.logger.warning("%s: %d %s", self.client, status, message)
         if self.cycle is not None and not self.cycle.response_complete:
             self.cycle.keep_alive = False  # a pipelined head behind a response in progress: close after it
             return
-        body = _error_body(code, message)
+        body = _error_body(error.code, message)
         head = [STATUS_LINE[status]]
         head += [b"%s: %s\r\n" % (name, value) for name, value in self.server_state.default_headers]
         head.append(b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body))
@@ -112,7 +115,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self._head_bytes += len(data)
             if self._head_bytes > self.max_header_bytes:
                 self._cancel_head_timer()
-                self._refuse(431, "header_too_large",
+                self._refuse(HeaderTooLargeError,
                              f"the request head exceeds the limit of {self.max_header_bytes} bytes")
 
     def on_message_begin(self) -> None:

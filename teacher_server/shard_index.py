@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import google_crc32c
 import numpy as np
 
-from teacher_server.errors import CorruptFeatureError
+from shared.errors import CorruptFeatureError
 from teacher_server.storage import Blob, StoreObjects
 
 __all__ = ["EMPTY", "Shard", "open_shard"]

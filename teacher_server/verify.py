@@ -15,10 +15,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.errors import DataError
+from shared.errors import CorruptFeatureError, DataError
 from shared.features import chunk_crc, decode_chunk
 from shared.manifest import read_manifest
-from teacher_server.errors import CorruptFeatureError
 from teacher_server.shard_index import open_shard
 from teacher_server.storage import Blob
 from teacher_server.store import Collection, FeatureStore

@@ -15,7 +15,15 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from starlette.convertors import Convertor, register_url_convertor
 
-from shared.errors import DataError, FrameIdError, FrameNotFoundError
+from shared.errors import (
+    ApiError,
+    BatchTooLargeError,
+    CorruptFeatureError,
+    DataError,
+    InvalidRequestError,
+    RequestTimeoutError,
+    UnsupportedMediaTypeError,
+)
 from shared.features import (
     BATCH_MEDIA_TYPE,
     HEADER_CODEC,
@@ -28,10 +36,7 @@ from shared.features import (
     encode_batch,
 )
 from teacher_server.deps import MetricsDep, ReaderDep, SettingsDep, require_token
-from teacher_server.errors import BatchTooLargeError, CorruptFeatureError, NotYetComputedError, ViewNotStoredError
 from teacher_server.http_semantics import (
-    RequestTimeoutError,
-    UnsupportedMediaTypeError,
     etag_matches,
     is_json,
     negotiate,
@@ -174,23 +179,12 @@ async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
     return bytes(body)
 
 
-# Per-frame failures a batch reports in its entries (unless strict): exception -> (status, code).
-_FRAME_ERRORS: dict[type[Exception], tuple[int, str]] = {
-    FrameIdError: (400, "malformed_id"),
-    NotYetComputedError: (404, "not_computed"),
-    FrameNotFoundError: (404, "unknown_frame"),
-    ViewNotStoredError: (404, "unknown_view"),
-    CorruptFeatureError: (500, "corrupt_feature"),
-}
-
-
 def _entry(frame_id: str, chunk: FrameChunk | FrameError, strict: bool) -> BatchEntry:
     if isinstance(chunk, FrameChunk):
         return BatchEntry(frame_id, 200, chunk.data, etag=chunk.etag, shape=chunk.shape)
     if strict:
         raise chunk
-    status, code = next(v for t, v in _FRAME_ERRORS.items() if isinstance(chunk, t))
-    return BatchEntry(frame_id, status, code=code, message=str(chunk))
+    return BatchEntry(frame_id, chunk.status, code=chunk.code, message=str(chunk))
 
 
 async def _off_loop(reader: ChunkReader, fn: Callable[[A], R], arg: A) -> R:
@@ -216,7 +210,7 @@ async def get_batch(request: Request, reader: ReaderDep, settings: SettingsDep, 
     try:
         req = BatchRequest.model_validate_json(body)
     except ValidationError as e:
-        raise BatchRequestError(e) from None
+        raise _invalid_batch(e) from None
     if len(req.ids) > settings.max_batch:
         raise BatchTooLargeError(f"batch of {len(req.ids)} ids exceeds max_batch={settings.max_batch}")
     chunks = await _off_loop(reader, functools.partial(reader.read_many, views=req.views), req.ids)
@@ -230,10 +224,8 @@ async def get_batch(request: Request, reader: ReaderDep, settings: SettingsDep, 
     return Response(encode_batch(entries), media_type=BATCH_MEDIA_TYPE, headers=_encoding_headers(reader, None))
 
 
-class BatchRequestError(Exception):
-    """The batch body is not the expected JSON (mapped to 422)."""
-
-    def __init__(self, err: ValidationError) -> None:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        super().__init__(f"invalid batch request at {where}: {first['msg']}")
+def _invalid_batch(err: ValidationError) -> ApiError:
+    """The batch body is not the expected JSON: 422 naming where."""
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "body"
+    return InvalidRequestError(f"invalid batch request at {where}: {first['msg']}")

@@ -9,8 +9,8 @@ import httpx
 import numpy as np
 import pytest
 
-from shared.client import FeatureServiceError, TeacherClient
-from shared.errors import FrameIdError, FrameNotFoundError
+from shared.client import TeacherClient
+from shared.errors import FrameIdError, FrameNotFoundError, UnauthorizedError
 from shared.features import BATCH_MEDIA_TYPE, decode_batch, decode_chunk, encode_chunk, encoding
 from teacher_server.app import create_app
 from teacher_server.precompute import WorkerSlot, precompute
@@ -161,7 +161,7 @@ def test_auth_required_when_configured(store_path):
         assert httpx.get(f"{url}/metrics").status_code == 401
         with TeacherClient(url, token="s3cret") as c:
             assert c.get("tiny.0001").ndim == 3
-        with pytest.raises(FeatureServiceError, match="401"), TeacherClient(url, token="nope") as c:
+        with pytest.raises(UnauthorizedError, match="401 unauthorized"), TeacherClient(url, token="nope") as c:
             c.get("tiny.0001")
 
 

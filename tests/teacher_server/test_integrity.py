@@ -12,8 +12,8 @@ import httpx
 import numpy as np
 import pytest
 
-from shared.client import FeatureServiceError, TeacherClient
-from shared.errors import DataError
+from shared.client import TeacherClient
+from shared.errors import CorruptFeatureError, DataError
 from shared.features import decode_batch, encoding
 from teacher_server.app import create_app, open_reader
 from teacher_server.precompute import precompute
@@ -83,7 +83,7 @@ def test_a_flipped_chunk_byte_is_corrupt_feature_everywhere(store, dataset, teac
                                                                            "tiny.0011"]}).content)
         assert [(e.status, e.code) for e in batch] == [(200, None), (500, "corrupt_feature"), (200, None)]
         assert _metric(url, "teacher_batch_frame_errors_total", "corrupt_feature") == 1
-        with TeacherClient(url, wait=0) as c, pytest.raises(FeatureServiceError, match=f"tiny.0010.*{url}"):
+        with TeacherClient(url, wait=0) as c, pytest.raises(CorruptFeatureError, match=f"tiny.0010.*{url}"):
             c.get_many(["tiny.0009", "tiny.0010"])
     found = verify_store(FeatureStore.open(store))
     assert [(d.shard, d.frame_id) for d in found] == [(1, "tiny.0010")]

@@ -9,10 +9,9 @@ import numpy as np
 import pytest
 
 from shared.client import TeacherClient
-from shared.errors import DataError
+from shared.errors import CorruptFeatureError, DataError
 from shared.features import encoding
 from teacher_server.app import create_app
-from teacher_server.errors import CorruptFeatureError
 from teacher_server.precompute import WorkerSlot, precompute
 from teacher_server.reader import ChunkReader
 from teacher_server.settings import ServeSettings
@@ -70,7 +69,7 @@ def test_serve_from_s3_through_uvicorn_and_teacher_client(s3_store, store_path):
     local = FeatureStore.open(store_path).collections["tiny"]
     expected = local.read(slice(None))
     with uvicorn_thread(create_app(ServeSettings(stores=[s3_store]))) as url, TeacherClient(url) as client:
-        assert client.info()["collections"]["tiny"]["frames_done"] == 37
+        assert client.info().collections["tiny"].frames_done == 37
         np.testing.assert_array_equal(client.get_many(local.ids), expected)
         np.testing.assert_array_equal(client.get("tiny.0009"), expected[9])
 

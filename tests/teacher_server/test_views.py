@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from shared.client import FeatureServiceError, TeacherClient
+from shared.client import TeacherClient
+from shared.errors import ViewNotStoredError
 from shared.features import decode_batch, encoding
 from shared.imageio import read_rgb
 from shared.manifest import read_manifest
@@ -45,7 +46,7 @@ def test_views_are_served_by_get_batch_and_client(store_path):
     col = FeatureStore.open(store_path).collections["tiny"]
     mirror, identity = col.read(slice(None), "mirror"), col.read(slice(None))
     with uvicorn_thread(create_app(ServeSettings(stores=[store_path]))) as url, TeacherClient(url) as c:
-        assert c.info()["collections"]["tiny"]["views"] == ["identity", "mirror"]
+        assert c.info().collections["tiny"].views == ["identity", "mirror"]
         np.testing.assert_array_equal(c.get("tiny.0003", view="mirror"), mirror[3])
         np.testing.assert_array_equal(c.get_npy("tiny.0003", view="mirror"), mirror[3])
         got = c.get_many(["tiny.0001", "tiny.0001", "tiny.0002", "tiny.0001"],
@@ -69,6 +70,6 @@ def test_a_store_without_the_mirror_view_says_so(tmp_path, dataset, teacher):
         batch = decode_batch(httpx.post(f"{url}/features/batch", json={"ids": ["tiny.0001", "tiny.0002"],
                                                                        "views": ["identity", "mirror"]}).content)
         assert [(e.status, e.code) for e in batch] == [(200, None), (404, "unknown_view")]
-        with pytest.raises(FeatureServiceError, match="unknown_view"):
+        with pytest.raises(ViewNotStoredError, match="unknown_view"):
             c.get_many(["tiny.0001"], views=["mirror"])
         assert c.get("tiny.0001").shape == FeatureStore.open(store).collections["tiny"].shape
