@@ -118,6 +118,8 @@ class FastRCNN(nn.Module):
             raise ValueError(f"need one RoI tensor per image: {images.shape[0]} images, {len(rois)} RoI tensors")
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.trunk_frozen):
             features = self.trunk.conv5_features(images)
+        if features.device.type == "cpu" and features.dtype not in (torch.float32, torch.float64):
+            features = features.float()  # torchvision's CPU RoI pooling has no bfloat16 kernel (CUDA autocasts it)
         pooled = self.roi_pool(features, [r.to(features.dtype) for r in rois])
         x = self.fc7(self.fc6(pooled.flatten(1)))
         return self.cls_score(x), self.bbox_pred(x)
