@@ -102,9 +102,9 @@ class ChunkReader:
 
     @property
     def local(self) -> bool:
-        """True when every store is a local folder: a read is a few microseconds of ``pread``, cheap enough for the
+        """True when every store's backend reads locally (a few microseconds of ``pread``), cheap enough for the
         server's event loop; reads from object storage are network calls and belong in a worker thread."""
-        return all(store.location.path is not None for store in self.stores)
+        return all(store.objects.reads_are_local for store in self.stores)
 
     def read(self, frame_id: str, view: str = "identity") -> FrameChunk:
         """The stored (compressed) chunk bytes of one view of a frame.

@@ -15,7 +15,9 @@ __all__ = ["MigrateSettings", "PrecomputeSettings", "ServeSettings", "VerifySett
 
 
 def _store_url(value: object) -> object:
-    """A local folder (str or Path) or ``s3://bucket/prefix``; S3 credentials and endpoint: AWS_* env vars."""
+    """A store location in canonical form: a local folder (str or Path), ``file:///folder`` or ``s3://bucket/prefix``
+    (any scheme in ``storage.BACKENDS``; an unknown one, or one whose extra is missing, fails at start-up). S3
+    credentials and endpoint: AWS_* env vars."""
     from teacher_server.storage import StoreLocation
 
     return str(StoreLocation.parse(value)) if isinstance(value, str | Path) else value

@@ -25,10 +25,10 @@ from obstore.store import S3Store
 from zarr.abc.store import Store
 from zarr.storage import ObjectStore
 
-from shared.errors import DataError
+from shared.errors import ConfigError, DataError
 from teacher_server.storage import Blob, StaleBlobError, StoreLocation, StoreObjects
 
-__all__ = ["open_s3"]
+__all__ = ["S3Objects"]
 
 
 @dataclass
@@ -51,10 +51,37 @@ class _ObjectBlob(Blob):
         return True  # checked by the conditional GET of every read instead of a HEAD per frame
 
 
-class _S3Objects(StoreObjects):
+class S3Objects(StoreObjects):
+    """Objects of a store under ``s3://bucket/prefix``: key ``a/b`` is the object ``prefix/a/b``."""
+
+    reads_are_local = False
+
     def __init__(self, location: StoreLocation, s3: S3Store) -> None:
         super().__init__(location)
         self.s3 = s3
+
+    @classmethod
+    def locate(cls, scheme: str, rest: str, text: str) -> StoreLocation:
+        """``s3://bucket[/prefix]``, the prefix without leading or trailing slashes."""
+        bucket, _, prefix = rest.partition("/")
+        if not bucket:
+            raise ConfigError(f"store {text!r} names no bucket (expected s3://bucket/prefix)")
+        root = f"{bucket}/{prefix.strip('/')}".rstrip("/")
+        return StoreLocation(scheme="s3", url=f"s3://{root}", root=root)
+
+    @classmethod
+    def open(cls, location: StoreLocation, read_only: bool) -> tuple[Store, StoreObjects]:
+        """zarr's ObjectStore and byte access; one LIST first, so a bad bucket fails here with a DataError."""
+        s3 = _s3_store(location)
+        _check_bucket(location, s3)
+        return ObjectStore(s3, read_only=read_only), cls(location, s3)
+
+    def exists(self, key: str) -> bool:
+        try:
+            obstore.head(self.s3, key)
+        except FileNotFoundError:
+            return False
+        return True
 
     def open_tail(self, key: str, nbytes: int) -> tuple[Blob, bytes]:
         result = obstore.get(self.s3, key, options={"range": {"suffix": nbytes}})
@@ -78,6 +105,11 @@ class _S3Objects(StoreObjects):
         return contextlib.nullcontext()
 
 
+def _bucket_prefix(location: StoreLocation) -> tuple[str, str]:
+    bucket, _, prefix = location.root.partition("/")
+    return bucket, prefix
+
+
 def _endpoint() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
 
@@ -87,7 +119,8 @@ def _s3_store(location: StoreLocation) -> S3Store:
     endpoint = _endpoint()
     config = {"endpoint": endpoint} if endpoint else {}
     client = {"allow_http": True} if endpoint and endpoint.startswith("http://") else {}
-    return S3Store(location.bucket, prefix=location.prefix or None, config=config, client_options=client)
+    bucket, prefix = _bucket_prefix(location)
+    return S3Store(bucket, prefix=prefix or None, config=config, client_options=client)
 
 
 def _check_bucket(location: StoreLocation, s3: S3Store) -> None:
@@ -95,17 +128,10 @@ def _check_bucket(location: StoreLocation, s3: S3Store) -> None:
     try:
         obstore.list_with_delimiter(s3)
     except (BaseError, OSError) as e:  # GenericError, PermissionError, ... carrying the server's XML
-        endpoint = _endpoint() or "AWS S3"
+        endpoint, bucket = _endpoint() or "AWS S3", _bucket_prefix(location)[0]
         if "NoSuchBucket" in str(e):
-            raise DataError(f"store {location}: bucket {location.bucket!r} does not exist at {endpoint} "
+            raise DataError(f"store {location}: bucket {bucket!r} does not exist at {endpoint} "
                             "(create it first; precompute does not create buckets)") from None
         first = str(e).splitlines()[0][:300]
-        raise DataError(f"store {location}: cannot list bucket {location.bucket!r} at {endpoint}: {first} "
+        raise DataError(f"store {location}: cannot list bucket {bucket!r} at {endpoint}: {first} "
                         "(check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_REGION)") from None
-
-
-def open_s3(location: StoreLocation, read_only: bool) -> tuple[Store, StoreObjects]:
-    """zarr's ObjectStore and byte access for ``s3://bucket/prefix``; raises DataError for a bad bucket."""
-    s3 = _s3_store(location)
-    _check_bucket(location, s3)
-    return ObjectStore(s3, read_only=read_only), _S3Objects(location, s3)

@@ -443,13 +443,13 @@ class FeatureStore:
             FileNotFoundError: no store at ``path``.
             StoreDamagedError: its metadata is missing, unreadable or fails a checksum (says how to repair).
             DataError: not a store of a supported version, or an S3 bucket that is missing or refused.
-            ConfigError: a URL scheme other than s3://.
+            ConfigError: a URL scheme with no storage backend (see ``storage.BACKENDS``).
         """
         location = StoreLocation.parse(path)
-        if location.path is not None and not (location.path / "zarr.json").is_file():
+        zstore, objects = open_objects(location, read_only=mode == "r")
+        if not objects.exists("zarr.json"):  # before zarr, which would create a missing local folder in "r+"
             raise FileNotFoundError(f"no feature store at {location} (missing zarr.json); run `teacher-server "
                                     "precompute`")
-        zstore, objects = open_objects(location, read_only=mode == "r")
         return cls(location, _open_root(zstore, location, mode), objects)
 
     @classmethod
