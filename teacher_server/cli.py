@@ -24,7 +24,7 @@ def _precompute(s: PrecomputeSettings) -> None:
         raise XModalError(f"--input-size takes two numbers H W, got {s.input_size}")
     ranks = ranks_from_env()  # torchrun: each rank owns its slot of the shards, on its own GPU
     worker, device = worker_slot(s.worker, ranks), rank_device(s.device, ranks)
-    teacher = load_teacher(s.arch, s.weights, seed=s.seed)
+    teacher = load_teacher(s.arch, s.weights, seed=s.seed, layer=s.layer)
     with process_group(device, ranks):
         summary = precompute(
             s.store, s.manifests, teacher, encoding(s.encoding), splits=s.splits,

@@ -6,9 +6,10 @@ import functools
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, SecretStr, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from shared.nets.archs import TEACHER_ARCHS, resolve_layer, teacher_layers
 from shared.settings import AMP_HELP, split_commas
 
 __all__ = ["MigrateSettings", "PrecomputeSettings", "ServeSettings", "VerifySettings"]
@@ -29,6 +30,10 @@ PathList = Annotated[list[Path], NoDecode, BeforeValidator(split_commas)]
 StrList = Annotated[list[str], NoDecode, BeforeValidator(split_commas)]
 IntList = Annotated[list[int], NoDecode, BeforeValidator(split_commas)]
 _CONFIG = SettingsConfigDict(env_prefix="TEACHER_", extra="ignore")
+_ALL_LAYERS = tuple(sorted({layer for a in TEACHER_ARCHS for layer in teacher_layers(a)}))
+_LAYERS = "; ".join(f"{a} {', '.join(teacher_layers(a))}"
+                    + (f" (default {resolve_layer(a, None)})" if len(teacher_layers(a)) > 1 else "")
+                    for a in TEACHER_ARCHS)
 
 
 class PrecomputeSettings(BaseSettings):
@@ -38,7 +43,10 @@ class PrecomputeSettings(BaseSettings):
                             "if present; S3 credentials and endpoint from AWS_* env vars)")
     manifests: PathList = Field(description="manifest(s) whose RGB frames are encoded (comma-separated in env)")
     splits: StrList | None = Field(None, description="only frames of these splits (default: all)")
-    arch: Literal["alexnet", "vgg16", "checkpoint"] = Field("alexnet", description="teacher architecture")
+    arch: Literal[TEACHER_ARCHS] = Field("alexnet", description="teacher architecture")  # type: ignore[valid-type]
+    layer: Literal[_ALL_LAYERS] | None = Field(  # type: ignore[valid-type]
+        None, validate_default=True,
+        description=f"layer the teacher's trunk ends at, whose maps are stored (default: the arch's): {_LAYERS}")
     weights: str = Field(
         "imagenet", description="'imagenet', 'random' (control), or a checkpoint path for arch=checkpoint"
     )
@@ -57,6 +65,13 @@ class PrecomputeSettings(BaseSettings):
                                "(default: torchrun's RANK/WORLD_SIZE, else 0/1)")
     repair: bool = Field(False, description="re-verify done shards and recompute damaged ones")
     progress: bool = Field(True, description="show a progress bar")
+
+    @field_validator("layer")
+    @classmethod
+    def _arch_has_layer(cls, v: str | None, info: ValidationInfo) -> str | None:
+        """None becomes the arch's default layer; a layer the arch lacks fails at start, listing the ones it has."""
+        arch = info.data.get("arch")
+        return v if arch is None else resolve_layer(arch, v)  # (no arch: its own error is reported)
 
 
 class ServeSettings(BaseSettings):

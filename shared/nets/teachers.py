@@ -1,4 +1,5 @@
-"""Teacher trunks up to pool5: torchvision ImageNet CNNs, or our own checkpoints.
+"""Teacher trunks: torchvision ImageNet CNNs cut at a named layer (the registry is :mod:`shared.nets.archs`), or
+our own checkpoints (to pool5).
 
 A teacher is frozen and identified by :class:`TeacherIdentity` (architecture, layer, weights digest,
 input normalisation); the feature store records it so a student never trains against features of a
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from torch import nn
 
 from shared.errors import WeightsUnavailableError
 from shared.identity import TeacherIdentity
+from shared.nets.archs import CHECKPOINT, TEACHER_ARCHS, TORCHVISION_TEACHERS, resolve_layer
 from shared.nets.trunks import AlexNetTrunk, TrunkSpec
 
 __all__ = [
@@ -35,13 +37,6 @@ __all__ = [
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-# torchvision builders and their ImageNet weight enums; `.features` is conv1 .. pool5 for both.
-_TORCHVISION: dict[str, tuple[Callable[..., nn.Module], Any]] = {
-    "alexnet": (torchvision.models.alexnet, torchvision.models.AlexNet_Weights.IMAGENET1K_V1),
-    "vgg16": (torchvision.models.vgg16, torchvision.models.VGG16_Weights.IMAGENET1K_V1),
-}
-TEACHER_ARCHS = (*sorted(_TORCHVISION), "checkpoint")
 
 
 class LoadedTeacher(BaseModel):
@@ -70,16 +65,30 @@ def _freeze(trunk: nn.Module) -> nn.Module:
     return trunk
 
 
-def _torchvision_trunk(arch: str, weights: str, seed: int) -> nn.Module:
-    builder, enum = _TORCHVISION[arch]
+def _cut(model: nn.Module, last: str) -> nn.Module:
+    """The model's top-level children from the first up to ``last``, as one Sequential keeping their names
+    (``layer3.0.conv1.weight`` as in torchvision); a single child is itself, so AlexNet's and VGG16's
+    ``.features`` keep their parameter names and weight digests."""
+    kept: OrderedDict[str, nn.Module] = OrderedDict()
+    for name, child in model.named_children():
+        kept[name] = child
+        if name == last:
+            return child if len(kept) == 1 else nn.Sequential(kept)
+    raise ValueError(f"{type(model).__name__} has no child {last!r}")
+
+
+def _torchvision_trunk(arch: str, layer: str, weights: str, seed: int) -> nn.Module:
+    spec = TORCHVISION_TEACHERS[arch]
+    builder = torchvision.models.get_model_builder(spec.model)
     if weights == "random":  # the untrained-teacher control: reproducible from the seed
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return builder(weights=None).features
+            return _cut(builder(weights=None), spec.layers[layer])
     if weights != "imagenet":
         raise ValueError(f"weights for {arch!r} must be 'imagenet', 'random' or a checkpoint path, got {weights!r}")
+    enum = torchvision.models.get_weight(spec.weights)
     try:
-        return builder(weights=enum).features
+        model = builder(weights=enum)
     except (OSError, RuntimeError) as e:  # URLError is an OSError; a corrupt download raises RuntimeError
         cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
         raise WeightsUnavailableError(
@@ -87,6 +96,7 @@ def _torchvision_trunk(arch: str, weights: str, seed: int) -> nn.Module:
             f"This machine may be offline: download {enum.url} elsewhere and place it at {cache}, "
             "or pass a checkpoint file with --weights PATH."
         ) from e
+    return _cut(model, spec.layers[layer])
 
 
 def trunk_state(ckpt: dict[str, Any], path: Path) -> dict[str, torch.Tensor]:
@@ -120,30 +130,34 @@ def _checkpoint_trunk(path: Path) -> tuple[nn.Module, tuple[float, ...], tuple[f
     return trunk, tuple(meta["mean"]), tuple(meta["std"]), meta["spec"]["name"]
 
 
-def load_teacher(arch: str, weights: str = "imagenet", seed: int = 0) -> LoadedTeacher:
-    """Load a frozen teacher trunk (conv1 .. pool5).
+def load_teacher(arch: str, weights: str = "imagenet", seed: int = 0, layer: str | None = None) -> LoadedTeacher:
+    """Load a frozen teacher trunk (conv1 .. ``layer``).
 
     Args:
-        arch: ``alexnet`` or ``vgg16`` (torchvision), or ``checkpoint`` (our own trunk/detector checkpoint).
+        arch: a torchvision teacher of :data:`shared.nets.archs.TORCHVISION_TEACHERS` (``alexnet``, ``vgg16``,
+            ``resnet50``), or ``checkpoint`` (our own trunk/detector checkpoint).
         weights: ``imagenet`` / ``random`` for torchvision archs; a file path for ``checkpoint``.
         seed: initialises ``random`` weights reproducibly.
+        layer: where the trunk ends (``pool5``; ``layer3`` / ``layer4`` for resnet50); None: the arch's default.
+            Recorded in the identity.
     Raises:
-        ValueError: unknown arch.
+        ValueError: unknown arch, or a layer the arch does not have.
         WeightsUnavailableError: weights cannot be downloaded or read; the message says what to do.
     """
-    if arch in _TORCHVISION:
-        trunk = _torchvision_trunk(arch, weights, seed)
-        mean, std, label = IMAGENET_MEAN, IMAGENET_STD, weights
-    elif arch == "checkpoint":
+    layer = resolve_layer(arch, layer)
+    if arch == CHECKPOINT:
         path = Path(os.path.expanduser(weights))
         trunk, mean, std, spec_name = _checkpoint_trunk(path)
         arch, label = spec_name, str(path)
     else:
-        raise ValueError(f"unknown teacher arch {arch!r}; known: {list(TEACHER_ARCHS)}")
+        trunk = _torchvision_trunk(arch, layer, weights, seed)
+        mean, std, label = IMAGENET_MEAN, IMAGENET_STD, weights
     trunk = _freeze(trunk)
+    # The last convolution registered: each trunk here ends in a conv block (ReLU/BN/pool keep the channels), and
+    # ResNet's last bottleneck has no downsample branch, so its conv3 comes last (the tests check the forward).
     out_channels = [m for m in trunk.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
     identity = TeacherIdentity(
-        arch=arch, weights=label, weights_digest=weights_digest(trunk),
+        arch=arch, layer=layer, weights=label, weights_digest=weights_digest(trunk),
         mean=mean, std=std, out_channels=out_channels,  # type: ignore[arg-type]
     )
     return LoadedTeacher(trunk=trunk, identity=identity)

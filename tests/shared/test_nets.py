@@ -4,63 +4,10 @@ import pytest
 import torch
 import torchvision
 
-from shared.errors import GeometryError, WeightsUnavailableError
-from shared.nets.geometry import feature_size, find_conv1_padding, output_length
+from shared.errors import WeightsUnavailableError
+from shared.nets.archs import TORCHVISION_TEACHERS
 from shared.nets.teachers import load_teacher, weights_digest
 from shared.nets.trunks import AlexNetTrunk, trunk_spec
-
-
-def _forward_hw(trunk, hw):
-    with torch.inference_mode():
-        return tuple(trunk(torch.zeros(1, 3, *hw)).shape[2:])
-
-
-@pytest.mark.parametrize("hw", [(224, 224), (227, 227), (96, 128), (425, 560), (67, 91)])
-@pytest.mark.parametrize("name", ["alexnet", "alexnet-small"])
-def test_feature_size_matches_forward(name, hw):
-    trunk = AlexNetTrunk(trunk_spec(name, width=0.25)).eval()
-    assert feature_size(trunk, hw) == _forward_hw(trunk, hw)
-
-
-def test_feature_size_torchvision_trunks():
-    for builder in (torchvision.models.alexnet, torchvision.models.vgg16):
-        features = builder(weights=None).features.eval()
-        for hw in [(224, 224), (96, 128)]:
-            assert feature_size(features, hw) == _forward_hw(features, hw)
-
-
-def test_caffe_pooling_rule():
-    # Caffe/PyTorch ceil mode: 13 -> 6 with k3 s2 in both; 14 -> 7 only with ceil.
-    assert output_length(13, 3, 2, 0, ceil=True) == 6
-    assert output_length(14, 3, 2, 0, ceil=False) == 6
-    assert output_length(14, 3, 2, 0, ceil=True) == 7
-
-
-def test_vgg16_to_alexnet_padding_search():
-    # The paper's released VGG16 -> AlexNet student used conv1 pad 7 to match VGG's 7x7 pool5 at 224.
-    vgg_hw = feature_size(torchvision.models.vgg16(weights=None).features, (224, 224))
-    assert vgg_hw == (7, 7)
-
-    def make(p):
-        return AlexNetTrunk(trunk_spec("alexnet", conv1_padding=p, width=0.125))
-
-    pad = find_conv1_padding(make, (224, 224), vgg_hw, preferred=7)
-    assert pad == 7
-    assert _forward_hw(make(pad).eval(), (224, 224)) == (7, 7)
-    assert find_conv1_padding(make, (224, 224), vgg_hw) in range(1, 8)
-
-
-def test_padding_search_impossible_is_clear():
-    def make(p):
-        return AlexNetTrunk(trunk_spec("alexnet", conv1_padding=p, width=0.125))
-
-    with pytest.raises(GeometryError, match=r"no conv1 padding .* 20x20 .* can reach"):
-        find_conv1_padding(make, (224, 224), (20, 20))
-
-
-def test_too_small_input():
-    with pytest.raises(GeometryError, match="too small"):
-        feature_size(AlexNetTrunk(trunk_spec("alexnet")), (20, 20))
 
 
 def test_unknown_trunk_name():
@@ -78,14 +25,44 @@ def test_random_teacher_reproducible_by_seed():
     assert not any(p.requires_grad for p in a.trunk.parameters())
 
 
-def test_offline_imagenet_weights_fail_clearly(monkeypatch):
+@pytest.mark.parametrize(("arch", "layer"), [(a, layer) for a, t in TORCHVISION_TEACHERS.items() for layer in t.layers])
+def test_every_registered_teacher_layer(arch, layer):
+    t = load_teacher(arch, "random", layer=layer)
+    assert t.identity.layer == layer and t.identity.short_id().startswith(f"{arch}-{layer}-")
+    with torch.inference_mode():
+        channels = t.trunk(torch.zeros(1, 3, 64, 64)).shape[1]
+    assert t.identity.out_channels == channels  # the last registered Conv2d is the output's, for every trunk
+    assert not t.trunk.training and not any(p.requires_grad for p in t.trunk.parameters())
+
+
+def test_resnet50_trunks_are_its_children_up_to_the_layer():
+    l3 = load_teacher("resnet50", "random", seed=1, layer="layer3")
+    names = [n for n, _ in l3.trunk.named_children()]
+    assert names == ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3"]
+    assert "layer3.5.conv3.weight" in l3.trunk.state_dict()  # torchvision's parameter names
+    assert l3.identity.out_channels == 1024
+    l4 = load_teacher("resnet50", "random", seed=1)  # the default layer
+    assert l4.identity.layer == "layer4" and l4.identity.out_channels == 2048
+    assert l4.identity.weights_digest != l3.identity.weights_digest
+    assert load_teacher("resnet50", "random", seed=1, layer="layer3").identity == l3.identity
+
+
+def test_unknown_layer_names_the_layers(tmp_path):
+    with pytest.raises(ValueError, match=r"'resnet50' has no layer 'pool5'; its layers: layer3, layer4"):
+        load_teacher("resnet50", "random", layer="pool5")
+    with pytest.raises(ValueError, match=r"'checkpoint' has no layer 'layer3'; its layers: pool5"):
+        load_teacher("checkpoint", str(tmp_path / "t.pt"), layer="layer3")
+
+
+@pytest.mark.parametrize(("arch", "file"), [("alexnet", "alexnet-owt"), ("resnet50", "resnet50-0676ba61.pth")])
+def test_offline_imagenet_weights_fail_clearly(monkeypatch, arch, file):
     def offline(*args, **kwargs):
         raise urllib.error.URLError("Name or service not known")
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
     monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline, raising=False)
-    with pytest.raises(WeightsUnavailableError, match=r"offline.*place it at .*alexnet-owt"):
-        load_teacher("alexnet", "imagenet")
+    with pytest.raises(WeightsUnavailableError, match=rf"offline.*place it at .*{file}"):
+        load_teacher(arch, "imagenet")
 
 
 def test_checkpoint_teacher_round_trip(tmp_path):
