@@ -19,7 +19,7 @@ import httpx
 
 from shared.errors import XModalError
 
-__all__ = ["ProcessGroup", "free_port"]
+__all__ = ["ChildProcesses", "free_port"]
 
 
 def free_port() -> int:
@@ -31,7 +31,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class ProcessGroup:
+class ChildProcesses:
     """Starts console commands (``python -m module ...``) and guarantees they are stopped."""
 
     def __init__(self, log_dir: Path, grace_s: float = 10.0) -> None:
@@ -62,6 +62,7 @@ class ProcessGroup:
         self.wait(self.start(name, module, args, env))
 
     def wait_healthy(self, url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
+        """Poll ``url``/healthz until it answers 200; a server that exits first fails with its log's tail."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -86,7 +87,7 @@ class ProcessGroup:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
-    def __enter__(self) -> ProcessGroup:
+    def __enter__(self) -> ChildProcesses:
         return self
 
     def __exit__(self, *exc: object) -> None:
