@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from shared.settings import AMP_HELP, split_commas
+from shared.settings import AMP_HELP, IntList, PathList, StrList, split_commas
 
 __all__ = ["MigrateSettings", "PrecomputeSettings", "ServeSettings", "VerifySettings"]
 
@@ -23,9 +23,6 @@ def _store_url(value: object) -> object:
 
 StoreUrl = Annotated[str, BeforeValidator(_store_url)]
 StoreUrlList = Annotated[list[StoreUrl], NoDecode, BeforeValidator(split_commas)]
-PathList = Annotated[list[Path], NoDecode, BeforeValidator(split_commas)]
-StrList = Annotated[list[str], NoDecode, BeforeValidator(split_commas)]
-IntList = Annotated[list[int], NoDecode, BeforeValidator(split_commas)]
 _CONFIG = SettingsConfigDict(env_prefix="TEACHER_", extra="ignore")
 
 
