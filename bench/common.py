@@ -69,9 +69,10 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
 
 
 @contextlib.contextmanager
-def serve_process(store: Path, port: int | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
-    """``teacher-server serve`` in its own process on 127.0.0.1; yields the URL and the process, stops it after."""
-    port = port or free_port()
+def serve_process(store: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``teacher-server serve`` in its own process on a free port of 127.0.0.1; yields the URL and the process,
+    stops it after."""
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "teacher_server.cli", "serve", "--stores", str(store),
                              "--port", str(port), "--log-level", "warning"], cwd=REPO)
     url = f"http://127.0.0.1:{port}"
@@ -89,7 +90,7 @@ def serve_process(store: Path, port: int | None = None) -> Iterator[tuple[str, s
 
 
 @contextlib.contextmanager
-def served(store: Path, port: int | None = None) -> Iterator[str]:
+def served(store: Path) -> Iterator[str]:
     """:func:`serve_process` for callers that need only the URL."""
-    with serve_process(store, port) as (url, _):
+    with serve_process(store) as (url, _):
         yield url
