@@ -7,15 +7,13 @@ import os
 import platform
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import torch
 
-from xmodal_pipeline.procs import free_port
+from xmodal_pipeline.procs import free_port, poll_healthy
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -77,12 +75,7 @@ def serve_process(store: Path) -> Iterator[tuple[str, subprocess.Popen]]:
                              "--port", str(port), "--log-level", "warning"], cwd=REPO)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.1)
+        poll_healthy(url, 60, proc)
         yield url, proc
     finally:
         proc.terminate()

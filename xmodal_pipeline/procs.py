@@ -19,7 +19,7 @@ import httpx
 
 from shared.errors import XModalError
 
-__all__ = ["ChildProcesses", "free_port"]
+__all__ = ["ChildProcesses", "free_port", "poll_healthy"]
 
 
 def free_port() -> int:
@@ -29,6 +29,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def poll_healthy(url: str, timeout: float, proc: subprocess.Popen | None = None, every_s: float = 0.1) -> bool:
+    """Poll ``url``/healthz every ``every_s`` seconds until it answers 200.
+
+    Returns:
+        True once healthy; False when ``timeout`` seconds pass first, or ``proc`` (the server) exits first.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (proc is None or proc.poll() is None):
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
+                return True
+        time.sleep(every_s)
+    return False
 
 
 class ChildProcesses:
@@ -63,15 +78,11 @@ class ChildProcesses:
 
     def wait_healthy(self, url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
         """Poll ``url``/healthz until it answers 200; a server that exits first fails with its log's tail."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                self.wait(proc)
-                raise XModalError(f"server for {url} exited early")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
-                    return
-            time.sleep(0.2)
+        if poll_healthy(url, timeout, proc, every_s=0.2):
+            return
+        if proc.poll() is not None:
+            self.wait(proc)
+            raise XModalError(f"server for {url} exited early")
         raise XModalError(f"{url} did not become healthy within {timeout:.0f} s")
 
     def stop(self, proc: subprocess.Popen) -> None:
