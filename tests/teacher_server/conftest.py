@@ -16,6 +16,7 @@ from shared.manifest import FrameRecord, ManifestHeader, write_manifest
 from shared.nets.teachers import IMAGENET_MEAN, IMAGENET_STD
 from shared.nets.trunks import AlexNetTrunk, trunk_spec
 from teacher_server.precompute import precompute
+from teacher_server.store import FeatureStore
 
 N_FRAMES = 37  # not a multiple of the shard size: the last shard is partial
 SHARD = 8
@@ -60,3 +61,10 @@ def store_path(tmp_path_factory, dataset, teacher) -> Path:
     precompute(path, [dataset], teacher, encoding("f32-zstd1"), shard_frames=SHARD, batch_size=5,
                loader_workers=0, progress=False)
     return path
+
+
+@pytest.fixture(scope="module")
+def reference(store_path) -> dict[str, np.ndarray]:
+    """Every map of ``store_path``, read in process: {frame id: (C, H, W) float32}."""
+    col = FeatureStore.open(store_path).collections["tiny"]
+    return dict(zip(col.ids, col.read(slice(None)), strict=True))

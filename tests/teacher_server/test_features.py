@@ -27,12 +27,6 @@ def served(store_path):
         yield url
 
 
-@pytest.fixture(scope="module")
-def reference(store_path):
-    col = FeatureStore.open(store_path).collections["tiny"]
-    return dict(zip(col.ids, col.read(slice(None)), strict=True))
-
-
 def test_single_raw_and_npy_round_trip(served, reference):
     with TeacherClient(served) as c:
         for fid, ref in reference.items():
