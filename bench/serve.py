@@ -1,7 +1,7 @@
 """Benchmark the teacher service: frames/s, MB/s and latency on loopback vs the in-process ceiling,
 and compression ratio / error per encoding on real teacher outputs of the synthetic set.
 
-Usage: python bench/serve.py --manifest runs/demo/data/synth/manifest.jsonl --teacher runs/demo/rgb/checkpoint.pt
+Usage: python -m bench.serve --manifest runs/demo/data/synth/manifest.jsonl --teacher runs/demo/runs/rgb/checkpoint.pt
 Prints Markdown tables (paste into BENCHMARKS.md) and writes bench/results/serve.json.
 """
 
