@@ -62,6 +62,7 @@ def cpu_seconds_of_descendants() -> dict[str, float]:
 
 
 def percentiles(seconds: list[float]) -> dict[str, float]:
+    """The 50th, 95th and 99th percentiles of ``seconds``, in milliseconds (``p50_ms`` ...)."""
     a = np.asarray(seconds) * 1000
     return {f"p{q}_ms": float(np.percentile(a, q)) for q in (50, 95, 99)}
 
