@@ -7,15 +7,13 @@ import os
 import platform
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import torch
 
-from xmodal_pipeline.procs import free_port
+from xmodal_pipeline.procs import free_port, poll_healthy
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,24 +62,21 @@ def cpu_seconds_of_descendants() -> dict[str, float]:
 
 
 def percentiles(seconds: list[float]) -> dict[str, float]:
+    """The 50th, 95th and 99th percentiles of ``seconds``, in milliseconds (``p50_ms`` ...)."""
     a = np.asarray(seconds) * 1000
     return {f"p{q}_ms": float(np.percentile(a, q)) for q in (50, 95, 99)}
 
 
 @contextlib.contextmanager
-def serve_process(store: Path, port: int | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
-    """``teacher-server serve`` in its own process on 127.0.0.1; yields the URL and the process, stops it after."""
-    port = port or free_port()
+def serve_process(store: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``teacher-server serve`` in its own process on a free port of 127.0.0.1; yields the URL and the process,
+    stops it after."""
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "teacher_server.cli", "serve", "--stores", str(store),
                              "--port", str(port), "--log-level", "warning"], cwd=REPO)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.1)
+        poll_healthy(url, 60, proc)
         yield url, proc
     finally:
         proc.terminate()
@@ -89,7 +84,7 @@ def serve_process(store: Path, port: int | None = None) -> Iterator[tuple[str, s
 
 
 @contextlib.contextmanager
-def served(store: Path, port: int | None = None) -> Iterator[str]:
+def served(store: Path) -> Iterator[str]:
     """:func:`serve_process` for callers that need only the URL."""
-    with serve_process(store, port) as (url, _):
+    with serve_process(store) as (url, _):
         yield url

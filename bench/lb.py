@@ -11,18 +11,15 @@ import argparse
 import contextlib
 import json
 import tempfile
-import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-
-import httpx
 
 from bench.common import REPO, cpu_seconds_of_descendants, machine, served
 from bench.serve import http_batch
 from teacher_server.nginx_lb import NginxLbSettings, find_nginx, start_nginx
 from teacher_server.store import FeatureStore
-from xmodal_pipeline.procs import free_port
+from xmodal_pipeline.procs import free_port, poll_healthy
 
 
 @contextlib.contextmanager
@@ -35,12 +32,7 @@ def load_balancer(replica_urls: list[str], nginx: str) -> Iterator[str]:
         proc = start_nginx(Path(prefix), settings, nginx=nginx)
         try:
             url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                with contextlib.suppress(httpx.TransportError):
-                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                        break
-                time.sleep(0.1)
+            poll_healthy(url, 30)
             yield url
         finally:
             proc.terminate()

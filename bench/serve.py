@@ -1,7 +1,7 @@
 """Benchmark the teacher service: frames/s, MB/s and latency on loopback vs the in-process ceiling,
 and compression ratio / error per encoding on real teacher outputs of the synthetic set.
 
-Usage: python bench/serve.py --manifest runs/demo/data/synth/manifest.jsonl --teacher runs/demo/rgb/checkpoint.pt
+Usage: python -m bench.serve --manifest runs/demo/data/synth/manifest.jsonl --teacher runs/demo/runs/rgb/checkpoint.pt
 Prints Markdown tables (paste into BENCHMARKS.md) and writes bench/results/serve.json.
 """
 
@@ -25,7 +25,8 @@ import numpy as np
 from bench.common import REPO, cpu_seconds_of_descendants, machine, percentiles, served
 from shared.client import TeacherClient
 from shared.features import BATCH_MEDIA_TYPE, FeatureEncoding, chunk_crc, decode_batch, decode_chunk, encoding
-from shared.nets.teachers import load_teacher
+from shared.manifest import read_manifest, write_manifest
+from shared.nets.teachers import LoadedTeacher, load_teacher
 from teacher_server.precompute import precompute
 from teacher_server.reader import ChunkReader
 from teacher_server.store import FeatureStore
@@ -189,7 +190,7 @@ def http_batch_processes(pool: ProcessPoolExecutor, ids: list[str], batch: int, 
     return {"frames_per_s": frames / dt, "MB_per_s": frames * frame_bytes / dt / 1e6}
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--manifest", type=Path, required=True)
     p.add_argument("--teacher", type=str, required=True, help="checkpoint path, or 'alexnet'/'vgg16' (random)")
@@ -198,56 +199,61 @@ def main() -> None:
     p.add_argument("--single-frames", type=int, default=500, help="frames fetched one GET at a time per round")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "serve.json")
-    args = p.parse_args()
-    teacher = (load_teacher("checkpoint", args.teacher) if Path(args.teacher).is_file()
-               else load_teacher(args.teacher, "random"))
-    with tempfile.TemporaryDirectory() as tmp:
-        from shared.manifest import read_manifest, write_manifest
+    return p.parse_args()
 
-        m = read_manifest(args.manifest)
-        sub = Path(tmp) / "manifest.jsonl"
-        frames = [f.model_copy(update={"rgb": str(m.path(f.rgb)), "depth": None, "raw_depth": None, "hha": None,
-                                       "rgb_next": None, "flow": None, "intrinsics": None}) for f in m][: args.frames]
-        write_manifest(sub, m.header, frames)
-        store = Path(tmp) / "store"
-        t = time.perf_counter()
-        summary = precompute(store, [sub], teacher, encoding("f32-zstd1"), progress=False)
-        pre_s = time.perf_counter() - t
-        opened = FeatureStore.open(store)
-        col = opened.collections[m.header.dataset]
-        feats = col.read(slice(None))
-        ids = random.Random(0).sample(col.ids, len(col.ids))  # trainers draw batches of random frames
-        results = {
-            "machine": machine(), "teacher": teacher.identity.short_id(), "frames": len(ids),
-            "map_shape": list(col.shape), "precompute_frames_per_s": summary.frames_computed / pre_s,
-            "zero_fraction": float((feats == 0).mean()), "codecs": codec_table(feats),
-        }
-        reader, enc = ChunkReader([opened]), opened.encoding
-        frame_bytes = in_process(reader, enc, ids, args.batch)["bytes_per_frame"]
-        results["hot_path"] = hot_path_costs(reader, enc, ids)
-        with served(store) as url, ProcessPoolExecutor(2, initializer=_worker_client, initargs=(url,)) as pool:
-            list(pool.map(_worker_fetch, [ids[: args.batch]] * 2))  # start and connect both workers
-            paths = {
-                "in_process": lambda: in_process(reader, enc, ids, args.batch),
-                "http_single": lambda: http_single(url, ids[: args.single_frames]),
-                **{f"http_batch_{n}": functools.partial(http_batch, url, ids, args.batch, n, frame_bytes)
-                   for n in (1, 2)},
-                "http_batch_procs": functools.partial(http_batch_processes, pool, ids, args.batch, frame_bytes),
-                **{f"httpx_batch_{n}": functools.partial(http_batch, url, ids, args.batch, n, frame_bytes,
-                                                         HttpxBatches) for n in (1, 2)},
-            }
-            # Interleaved rounds: this VM's speed drifts by up to 2x over minutes, so every path is measured in
-            # every round and each ratio is taken within a round (median over rounds reported).
-            per_round: dict[str, list[dict]] = {k: [] for k in paths}
-            for _ in range(args.rounds):
-                for key, fn in paths.items():
-                    before = cpu_seconds_of_descendants()["replica"]
-                    run = fn()
-                    if "batch" in key:  # the server's CPU per frame sizes a deployment
-                        run["server_cpu_s"] = cpu_seconds_of_descendants()["replica"] - before
-                        run["frames"] = len(ids) // args.batch * args.batch
-                    per_round[key].append(run)
-        reader.close()
+
+def bench_store(tmp: Path, manifest: Path, frames: int, teacher: LoadedTeacher) -> tuple[Path, str, float]:
+    """Precompute the first ``frames`` frames of ``manifest`` (RGB only) into ``tmp``/store.
+
+    Returns the store's path, the dataset (its collection) and the precompute rate in frames/s.
+    """
+    m = read_manifest(manifest)
+    sub = tmp / "manifest.jsonl"
+    records = [f.model_copy(update={"rgb": str(m.path(f.rgb)), "depth": None, "raw_depth": None, "hha": None,
+                                    "rgb_next": None, "flow": None, "intrinsics": None}) for f in m][:frames]
+    write_manifest(sub, m.header, records)
+    store = tmp / "store"
+    t = time.perf_counter()
+    summary = precompute(store, [sub], teacher, encoding("f32-zstd1"), progress=False)
+    return store, m.header.dataset, summary.frames_computed / (time.perf_counter() - t)
+
+
+def _paths(url: str, pool: ProcessPoolExecutor, reader: ChunkReader, enc: FeatureEncoding, ids: list[str],
+           args: argparse.Namespace, frame_bytes: float) -> dict[str, Callable[[], dict]]:
+    """Every measured read path, keyed as in the results (one call = one run of that path)."""
+    return {
+        "in_process": lambda: in_process(reader, enc, ids, args.batch),
+        "http_single": lambda: http_single(url, ids[: args.single_frames]),
+        **{f"http_batch_{n}": functools.partial(http_batch, url, ids, args.batch, n, frame_bytes) for n in (1, 2)},
+        "http_batch_procs": functools.partial(http_batch_processes, pool, ids, args.batch, frame_bytes),
+        **{f"httpx_batch_{n}": functools.partial(http_batch, url, ids, args.batch, n, frame_bytes, HttpxBatches)
+           for n in (1, 2)},
+    }
+
+
+def interleaved_rounds(paths: dict[str, Callable[[], dict]], rounds: int, batch_frames: int) -> dict[str, list[dict]]:
+    """Each path's runs, ``rounds`` of them; batch paths also record the served replica's CPU seconds and the
+    ``batch_frames`` they read.
+
+    Interleaved: this VM's speed drifts by up to 2x over minutes, so every path is measured in every round and
+    each ratio is taken within a round (see :func:`summarise`).
+    """
+    per_round: dict[str, list[dict]] = {k: [] for k in paths}
+    for _ in range(rounds):
+        for key, fn in paths.items():
+            before = cpu_seconds_of_descendants()["replica"]
+            run = fn()
+            if "batch" in key:  # the server's CPU per frame sizes a deployment
+                run["server_cpu_s"] = cpu_seconds_of_descendants()["replica"] - before
+                run["frames"] = batch_frames
+            per_round[key].append(run)
+    return per_round
+
+
+def summarise(per_round: dict[str, list[dict]]) -> dict[str, dict]:
+    """Per path: the median over rounds of each float metric, the speed vs the in-process ceiling of the same
+    round (median and range), the rounds themselves, and the server CPU per frame (batch paths)."""
+    results = {}
     for key, runs in per_round.items():
         results[key] = {m: float(np.median([r[m] for r in runs])) for m in runs[0]
                         if isinstance(runs[0][m], float) and m != "server_cpu_s"}  # server CPU: summed below
@@ -257,10 +263,13 @@ def main() -> None:
         if "server_cpu_s" in runs[0]:  # summed over rounds: /proc counts in 10-ms ticks, a round only a few
             results[key]["server_cpu_us_per_frame"] = sum(r["server_cpu_s"] for r in runs) / sum(
                 r["frames"] for r in runs) * 1e6
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"Machine: {results['machine']}; teacher {results['teacher']}; {len(ids)} frames of {col.shape}, "
-          f"{results['zero_fraction']:.0%} zeros\n")
+    return results
+
+
+def print_tables(results: dict, batch: int) -> None:
+    """The Markdown tables of BENCHMARKS.md: per-frame hot path, codecs, and every read path."""
+    print(f"Machine: {results['machine']}; teacher {results['teacher']}; {results['frames']} frames of "
+          f"{tuple(results['map_shape'])}, {results['zero_fraction']:.0%} zeros\n")
     hot = results["hot_path"]
     print(f"Per frame ({hot['chunk_bytes']:.0f} B chunks, best of 3): server read incl. CRC32C check "
           f"{hot['read_us_per_frame']:.2f} µs, of which CRC32C {hot['crc32c_us_per_frame']:.2f} µs; client decode "
@@ -273,10 +282,10 @@ def main() -> None:
     labels = {
         "in_process": "in-process pread + decode (ceiling)",
         "http_single": "single GET, `TeacherClient.get`",
-        "http_batch_1": f"batch of {args.batch}, `TeacherClient.get_many`, 1 in flight",
-        "http_batch_2": f"batch of {args.batch}, `TeacherClient.get_many`, 2 in flight",
-        "http_batch_procs": f"batch of {args.batch}, `TeacherClient.get_many`, 2 client processes",
-        **{f"httpx_batch_{n}": f"batch of {args.batch}, same requests through `httpx.HTTPTransport`, {n} in flight"
+        "http_batch_1": f"batch of {batch}, `TeacherClient.get_many`, 1 in flight",
+        "http_batch_2": f"batch of {batch}, `TeacherClient.get_many`, 2 in flight",
+        "http_batch_procs": f"batch of {batch}, `TeacherClient.get_many`, 2 client processes",
+        **{f"httpx_batch_{n}": f"batch of {batch}, same requests through `httpx.HTTPTransport`, {n} in flight"
            for n in (1, 2)},
     }
     print("\n| path | frames/s | MB/s | p50 ms | p99 ms | vs ceiling (range over rounds) | client CPU µs/frame "
@@ -289,6 +298,36 @@ def main() -> None:
             f"{r['vs_ceiling']:.2f} ({lo:.2f}–{hi:.2f})",
             *(f"{r[m]:.0f}" if m in r else "" for m in ("client_cpu_us_per_frame", "server_cpu_us_per_frame"))]
         print(f"| {label} | {' | '.join(cells)} |")
+
+
+def main() -> None:
+    args = _parse_args()
+    teacher = (load_teacher("checkpoint", args.teacher) if Path(args.teacher).is_file()
+               else load_teacher(args.teacher, "random"))
+    with tempfile.TemporaryDirectory() as tmp:
+        store, dataset, precompute_rate = bench_store(Path(tmp), args.manifest, args.frames, teacher)
+        opened = FeatureStore.open(store)
+        col = opened.collections[dataset]
+        feats = col.read(slice(None))
+        ids = random.Random(0).sample(col.ids, len(col.ids))  # trainers draw batches of random frames
+        results = {
+            "machine": machine(), "teacher": teacher.identity.short_id(), "frames": len(ids),
+            "map_shape": list(col.shape), "precompute_frames_per_s": precompute_rate,
+            "zero_fraction": float((feats == 0).mean()), "codecs": codec_table(feats),
+        }
+        reader, enc = ChunkReader([opened]), opened.encoding
+        frame_bytes = in_process(reader, enc, ids, args.batch)["bytes_per_frame"]
+        results["hot_path"] = hot_path_costs(reader, enc, ids)
+        with served(store) as url, ProcessPoolExecutor(2, initializer=_worker_client, initargs=(url,)) as pool:
+            list(pool.map(_worker_fetch, [ids[: args.batch]] * 2))  # start and connect both workers
+            per_round = interleaved_rounds(_paths(url, pool, reader, enc, ids, args, frame_bytes), args.rounds,
+                                           len(ids) // args.batch * args.batch)
+        reader.close()
+    results.update(summarise(per_round))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print_tables(results, args.batch)
+
 
 if __name__ == "__main__":
     main()

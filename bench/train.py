@@ -24,10 +24,10 @@ from bench.common import REPO, MemoryTargets, machine, served
 from shared.client import TeacherClient
 from shared.device import select_device
 from shared.features import encoding
-from shared.manifest import read_manifest, write_manifest
+from shared.manifest import FrameRecord, Manifest, read_manifest, write_manifest
 from shared.modalities import modality
 from shared.nets.teachers import load_teacher
-from shared.nets.trunks import AlexNetTrunk, trunk_spec
+from shared.nets.trunks import AlexNetTrunk, TrunkSpec, trunk_spec
 from student_trainer.student import TransferModel, student_spec_for
 from student_trainer.transfer import train_step
 from student_trainer.transfer_data import BatchSchedule, TransferBatches
@@ -67,7 +67,9 @@ def timed_loop(loader, step_fn, steps: int, warmup: int) -> dict:
     return {"steps_per_s": len(totals) / sum(totals), "wait_fraction": sum(waits) / sum(totals)}
 
 
-def bench_teacher(arch: str, frames, m, args, device) -> dict:
+def bench_teacher(arch: str, frames: list[FrameRecord], m: Manifest, args: argparse.Namespace,
+                  device: torch.device) -> dict:
+    """(a), (b) and (c) for one random teacher ``arch`` on ``frames``: medians, ratios and every repeat."""
     teacher = load_teacher(arch, "random")
     hw = tuple(args.input_size)
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,63 +79,79 @@ def bench_teacher(arch: str, frames, m, args, device) -> dict:
         precompute(store, [sub], teacher, encoding("f32-zstd1"), input_size=hw, progress=False, device=device)
         col = FeatureStore.open(store).collections[m.header.dataset]
         spec = student_spec_for(trunk_spec("alexnet", width=args.width, batch_norm=True), hw, col.shape[1:])
-        ids = [f.id for f in frames]
-        hha = [m.path(f.hha) for f in frames]
-        schedule = BatchSchedule(len(ids), args.batch_size, 0)
-        n = args.steps + args.warmup
-
-        def fresh():
-            torch.manual_seed(0)
-            model = TransferModel(AlexNetTrunk(spec), col.shape[0]).to(device).train()
-            opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-            return model, opt, torch.amp.GradScaler(enabled=device.type == "cuda")
-
-        def loader(ds):
-            return DataLoader(ds, batch_size=None, num_workers=args.workers, prefetch_factor=4)
-
         results = {"teacher": arch, "map_shape": list(col.shape), "student_conv1_padding": spec.conv1_padding}
-        mem = MemoryTargets(store, m.header.dataset)
-        trunk = teacher.trunk.to(device)
-        t_fwd: list[float] = []
+        runs, t_fwd = interleaved_runs(store, col.shape, spec, teacher.trunk.to(device), frames, m, args, device)
+    results.update(summarise(runs, t_fwd))
+    return results
 
-        def online(b):
-            t = time.perf_counter()
-            with torch.inference_mode():
-                target = trunk(b[1].to(device))
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t_fwd.append(time.perf_counter() - t)
-            train_step(model, opt, scaler, b[0], target.clone(), device)
 
-        def cached(b):
-            train_step(model, opt, scaler, b[0], b[1], device)
+def interleaved_runs(store: Path, map_shape: tuple[int, int, int], spec: TrunkSpec, trunk: torch.nn.Module,
+                     frames: list[FrameRecord], m: Manifest, args: argparse.Namespace,
+                     device: torch.device) -> tuple[dict[str, list[dict]], list[float]]:
+    """``args.repeats`` rounds of (b), (a), (c), each from a fresh student, with ``store`` served over HTTP.
 
-        runs: dict[str, list[dict]] = {"memory": [], "http": [], "online": []}
-        with served(store) as url:
-            # Interleaved repeats: this VM's speed drifts over minutes; (a)/(b) is taken within each repeat.
-            for _ in range(args.repeats):
-                model, opt, scaler = fresh()
-                ds = TransferBatches(ids, hha, modality("hha"), schedule, n, 0, hw, lambda: mem)
-                runs["memory"].append(timed_loop(loader(ds), cached, n, args.warmup))
-                model, opt, scaler = fresh()
-                ds = TransferBatches(ids, hha, modality("hha"), schedule, n, 0, hw, lambda: TeacherClient(url))
-                runs["http"].append(timed_loop(loader(ds), cached, n, args.warmup))
-                model, opt, scaler = fresh()
-                ds = RgbBatches(ids, hha, modality("hha"), schedule, n, 0, hw, lambda: mem,
-                                rgb_paths=[m.path(f.rgb) for f in frames])
-                runs["online"].append(timed_loop(loader(ds), online, n, args.warmup))
-        for mode, rs in runs.items():
-            results[mode] = {k: float(np.median([r[k] for r in rs])) for k in rs[0]}
-        paired = [h["steps_per_s"] / b["steps_per_s"] for h, b in zip(runs["http"], runs["memory"], strict=True)]
-        results["http_vs_memory_per_repeat"] = paired
-        results["runs"] = runs
-        fwd = float(np.median(t_fwd))  # median over every repeat: robust to the warm-up steps
-        step_s = 1.0 / results["memory"]["steps_per_s"]
-        results["teacher_forward_s"] = fwd
-        results["ideal_speedup"] = (fwd + step_s) / step_s
-        results["http_vs_memory"] = float(np.median(paired))
-        results["http_vs_online"] = results["http"]["steps_per_s"] / results["online"]["steps_per_s"]
-        results["speedup_fraction_of_ideal"] = results["http_vs_online"] / results["ideal_speedup"]
+    Returns each mode's :func:`timed_loop` results per repeat, and the online teacher's forward times (s).
+    """
+    hw = tuple(args.input_size)
+    ids = [f.id for f in frames]
+    hha = [m.path(f.hha) for f in frames]
+    schedule = BatchSchedule(len(ids), args.batch_size, 0)
+    n = args.steps + args.warmup
+
+    def fresh():
+        torch.manual_seed(0)
+        model = TransferModel(AlexNetTrunk(spec), map_shape[0]).to(device).train()
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+        return model, opt, torch.amp.GradScaler(enabled=device.type == "cuda")
+
+    def loader(ds):
+        return DataLoader(ds, batch_size=None, num_workers=args.workers, prefetch_factor=4)
+
+    mem = MemoryTargets(store, m.header.dataset)
+    t_fwd: list[float] = []
+
+    def online(b):
+        t = time.perf_counter()
+        with torch.inference_mode():
+            target = trunk(b[1].to(device))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t_fwd.append(time.perf_counter() - t)
+        train_step(model, opt, scaler, b[0], target.clone(), device)
+
+    def cached(b):
+        train_step(model, opt, scaler, b[0], b[1], device)
+
+    runs: dict[str, list[dict]] = {"memory": [], "http": [], "online": []}
+    with served(store) as url:
+        # Interleaved repeats: this VM's speed drifts over minutes; (a)/(b) is taken within each repeat.
+        for _ in range(args.repeats):
+            model, opt, scaler = fresh()
+            ds = TransferBatches(ids, hha, modality("hha"), schedule, n, 0, hw, lambda: mem)
+            runs["memory"].append(timed_loop(loader(ds), cached, n, args.warmup))
+            model, opt, scaler = fresh()
+            ds = TransferBatches(ids, hha, modality("hha"), schedule, n, 0, hw, lambda: TeacherClient(url))
+            runs["http"].append(timed_loop(loader(ds), cached, n, args.warmup))
+            model, opt, scaler = fresh()
+            ds = RgbBatches(ids, hha, modality("hha"), schedule, n, 0, hw, lambda: mem,
+                            rgb_paths=[m.path(f.rgb) for f in frames])
+            runs["online"].append(timed_loop(loader(ds), online, n, args.warmup))
+    return runs, t_fwd
+
+
+def summarise(runs: dict[str, list[dict]], t_fwd: list[float]) -> dict:
+    """Medians per mode, (a)/(b) per repeat and its median, (a)/(c), and the ideal speed-up (fwd + step) / step."""
+    results: dict = {mode: {k: float(np.median([r[k] for r in rs])) for k in rs[0]} for mode, rs in runs.items()}
+    paired = [h["steps_per_s"] / b["steps_per_s"] for h, b in zip(runs["http"], runs["memory"], strict=True)]
+    results["http_vs_memory_per_repeat"] = paired
+    results["runs"] = runs
+    fwd = float(np.median(t_fwd))  # median over every repeat: robust to the warm-up steps
+    step_s = 1.0 / results["memory"]["steps_per_s"]
+    results["teacher_forward_s"] = fwd
+    results["ideal_speedup"] = (fwd + step_s) / step_s
+    results["http_vs_memory"] = float(np.median(paired))
+    results["http_vs_online"] = results["http"]["steps_per_s"] / results["online"]["steps_per_s"]
+    results["speedup_fraction_of_ideal"] = results["http_vs_online"] / results["ideal_speedup"]
     return results
 
 

@@ -49,7 +49,6 @@ __all__ = [
     "decode_batch",
     "decode_chunk",
     "encode_batch",
-    "encode_chunk",
     "encoding",
 ]
 
@@ -89,10 +88,6 @@ class FeatureEncoding:
             raise ValueError(f"codec must be 'zstd', got {self.codec!r}")
         if not -7 <= self.level <= 22:
             raise ValueError(f"zstd level must be in -7..22, got {self.level}")
-
-    @property
-    def lossless(self) -> bool:
-        return self.dtype == "float32"
 
     def to_dict(self) -> dict[str, Any]:
         conf: dict[str, Any] = {"dtype": self.dtype, "level": self.level, "checksum": self.checksum}
@@ -136,13 +131,6 @@ def encoding(name: str) -> FeatureEncoding:
 def _zstd(enc: FeatureEncoding) -> numcodecs.Zstd:
     """One codec object per encoding (stateless; building one per chunk cost ~10 % of a decode)."""
     return numcodecs.Zstd(level=enc.level, checksum=enc.checksum)
-
-
-def encode_chunk(array: np.ndarray, enc: FeatureEncoding) -> bytes:
-    """Encode one map exactly as the store's inner chunk codecs do (little-endian bytes + zstd [+ CRC32C])."""
-    data = np.ascontiguousarray(array, dtype=np.dtype(enc.dtype).newbyteorder("<"))
-    frame = bytes(_zstd(enc).encode(data))
-    return frame + google_crc32c.value(frame).to_bytes(4, "little") if enc.crc32c else frame
 
 
 def chunk_crc(data: bytes) -> int:

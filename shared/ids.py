@@ -9,7 +9,7 @@ import re
 
 from shared.errors import FrameIdError
 
-__all__ = ["FRAME_ID_PATTERN", "FRAME_ID_RE", "dataset_of", "is_frame_id", "validate_frame_id"]
+__all__ = ["FRAME_ID_PATTERN", "FRAME_ID_RE", "is_frame_id", "validate_frame_id"]
 
 FRAME_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}"
 FRAME_ID_RE = re.compile(rf"\A{FRAME_ID_PATTERN}\Z")
@@ -33,7 +33,3 @@ def validate_frame_id(value: object) -> str:
         shown = shown[:77] + "..."
     raise FrameIdError(f"invalid frame id {shown}: expected 1-128 characters matching {FRAME_ID_PATTERN}")
 
-
-def dataset_of(frame_id: str) -> str:
-    """The dataset prefix of an id such as ``synth.0000042`` (the part before the first dot)."""
-    return validate_frame_id(frame_id).split(".", 1)[0]

@@ -18,9 +18,10 @@ import sys
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
-from pydantic import SecretStr, ValidationError
+from pydantic import BeforeValidator, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, NoDecode
 
 from shared.errors import ConfigError, XModalError
@@ -28,6 +29,10 @@ from shared.errors import ConfigError, XModalError
 __all__ = [
     "AMP_HELP",
     "Command",
+    "FloatList",
+    "IntList",
+    "PathList",
+    "StrList",
     "add_settings_arguments",
     "env_name",
     "run_commands",
@@ -61,6 +66,13 @@ def split_commas(value: object) -> object:
             out += [p for p in (v.strip() for v in item.split(",")) if p] if isinstance(item, str) else [item]
         return out
     return value
+
+
+StrList = Annotated[list[str], NoDecode, BeforeValidator(split_commas)]
+"""A list field that reads ``a,b`` from its env var and ``--flag a b`` / ``--flag a,b`` from the command line."""
+IntList = Annotated[list[int], NoDecode, BeforeValidator(split_commas)]
+FloatList = Annotated[list[float], NoDecode, BeforeValidator(split_commas)]
+PathList = Annotated[list[Path], NoDecode, BeforeValidator(split_commas)]
 
 
 def _is_sequence(annotation: Any) -> bool:

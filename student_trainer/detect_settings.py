@@ -10,13 +10,8 @@ method follows the profile in ``detect`` and in ``proposals`` alike (tiny / quic
 * ``full``: the paper's Fast R-CNN schedule (lr 0.001, x0.1 after 75 % = 30k of 40k iterations, fc 4096) for a
   GPU run.
 * ``quick``: the CPU demo on the synthetic set (96x128 frames): 500 iterations, fc width 256 without dropout,
-  lr 0.03, the best 500 proposals per frame (Edge Boxes: 94 % recall at IoU 0.5 on the synthetic test split).
-  Chosen on the RGB detector (rgb_train -> depth_test; hybrid proposals, 300 per frame): 800 iterations at
-  lr 0.03 gave 64 mAP, at lr 0.01 55, at lr 0.03 with dropout 0.5 on the 256-wide fc layers 49; 200 iterations
-  gave 9-16 at lr 0.01-0.1. The paper's lr 0.001 is for 40k iterations of a trunk without BatchNorm and barely
-  moves a random BatchNorm trunk in a run 50x shorter. Momentum 0.9, wd 5e-4 and the x0.1 step after 75 % of
-  the run are the paper's. From a random trunk, HHA (30 frames) reached 55.9 mAP in 800 iterations and 53.4 in
-  500; 500 keeps the demo's ten comparison detectors inside its 20-minute budget.
+  lr 0.03, the best 500 proposals per frame (how it was chosen: BENCHMARKS.md, "Detector schedule on the CPU
+  profile").
 * ``tiny``: unit tests (a few iterations, tiny widths).
 
 Input scale: frames are used at their own size unless ``--short-side`` is given (the paper: 688, capped at
@@ -32,11 +27,9 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.modalities import modality, names
+from shared.settings import FloatList, IntList, StrList
 from student_trainer.train_settings import (
-    FloatList,
-    IntList,
     ModalityName,
-    StrList,
     StudentModality,
     TrainSettings,
     TrunkName,

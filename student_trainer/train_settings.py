@@ -11,28 +11,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, model_validator
-from pydantic_settings import BaseSettings, NoDecode
+from pydantic import AfterValidator, Field, model_validator
+from pydantic_settings import BaseSettings
 
 from shared.modalities import modality, names
 from shared.nets.specs import TRUNK_SPECS
-from shared.settings import AMP_HELP, split_commas
+from shared.settings import AMP_HELP, FloatList
 
 __all__ = [
-    "FloatList",
-    "IntList",
     "ModalityName",
     "Profile",
-    "StrList",
     "StudentModality",
     "TrainSettings",
     "TrunkName",
     "apply_profile",
 ]
 
-StrList = Annotated[list[str], NoDecode, BeforeValidator(split_commas)]
-FloatList = Annotated[list[float], NoDecode, BeforeValidator(split_commas)]
-IntList = Annotated[list[int], NoDecode, BeforeValidator(split_commas)]
 Profile = Literal["tiny", "quick", "full"]
 TrunkName = Literal[tuple(TRUNK_SPECS)]  # type: ignore[valid-type]
 

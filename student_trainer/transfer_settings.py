@@ -11,7 +11,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.modalities import modality, names
-from student_trainer.train_settings import FloatList, StrList, StudentModality, TrainSettings
+from shared.settings import FloatList, StrList
+from student_trainer.train_settings import StudentModality, TrainSettings
 
 __all__ = ["FLIP_MODES", "TRANSFER_PROFILES", "TransferSettings"]
 

@@ -24,8 +24,8 @@ from string import Template
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.settings import run_commands
-from teacher_server.settings import ServeSettings, StrList
+from shared.settings import StrList, run_commands
+from teacher_server.settings import ServeSettings
 
 __all__ = ["NginxLbSettings", "find_nginx", "main", "render_nginx_conf", "start_nginx"]
 

@@ -10,7 +10,7 @@ from pydantic import BeforeValidator, Field, SecretStr, ValidationInfo, field_va
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.nets.archs import TEACHER_ARCHS, resolve_layer, teacher_layers
-from shared.settings import AMP_HELP, split_commas
+from shared.settings import AMP_HELP, IntList, PathList, StrList, split_commas
 
 __all__ = ["MigrateSettings", "PrecomputeSettings", "ServeSettings", "VerifySettings"]
 
@@ -26,9 +26,6 @@ def _store_url(value: object) -> object:
 
 StoreUrl = Annotated[str, BeforeValidator(_store_url)]
 StoreUrlList = Annotated[list[StoreUrl], NoDecode, BeforeValidator(split_commas)]
-PathList = Annotated[list[Path], NoDecode, BeforeValidator(split_commas)]
-StrList = Annotated[list[str], NoDecode, BeforeValidator(split_commas)]
-IntList = Annotated[list[int], NoDecode, BeforeValidator(split_commas)]
 _CONFIG = SettingsConfigDict(env_prefix="TEACHER_", extra="ignore")
 _ALL_LAYERS = tuple(sorted({layer for a in TEACHER_ARCHS for layer in teacher_layers(a)}))
 _LAYERS = "; ".join(f"{a} {', '.join(teacher_layers(a))}"

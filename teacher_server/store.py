@@ -281,14 +281,6 @@ class Collection:
         """Completion bitmap as bool (N,), read fresh (rows of unreadable bitmap chunks read as not done)."""
         return self.done_state().done
 
-    def shard_done(self, shard: int) -> bool:
-        """True when every frame of ``shard`` is marked done (False when its bitmap chunk is unreadable)."""
-        rows = self.shard_rows(shard)
-        try:
-            return bool(np.all(self.done_array[rows.start : rows.stop]))
-        except _UNREADABLE:
-            return False
-
     def view_index(self, view: str) -> int:
         """Position of ``view`` along the features' view axis. Raises KeyError naming the views stored."""
         try:

@@ -12,10 +12,9 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import httpx
 import uvicorn
 
-from xmodal_pipeline.procs import free_port
+from xmodal_pipeline.procs import free_port, poll_healthy
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,13 +72,8 @@ def kill9(proc: subprocess.Popen) -> None:
 
 
 def wait_healthy(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} did not become healthy in {timeout} s")
+    if not poll_healthy(url, timeout):
+        raise TimeoutError(f"{url} did not become healthy in {timeout} s")
 
 
 def args_of(**kw: object) -> Sequence[str]:

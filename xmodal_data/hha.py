@@ -45,7 +45,6 @@ _MIN_DEPTH_CM = 100.0  # depths nearer than 1 m are clamped so the disparity cha
 _FLOOR_MIN_DROP_CM = -90.0  # if the lowest point is above this height (camera at 0), the floor is not seen...
 _ASSUMED_FLOOR_CM = -130.0  # ...so the floor is assumed this far below the camera
 _ANGLE_OFFSET_DEG = 38.0  # 128 - 90 in the original: keeps the angle channel centred with some slack
-_NO_NORMAL_DEG = 180.0  # MATLAB's max(-1, NaN) is -1, so pixels without a normal get acosd(-1)
 
 
 def point_cloud_cm(depth_m: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:

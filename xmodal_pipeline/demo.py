@@ -37,7 +37,7 @@ from shared.errors import XModalError
 from shared.modalities import names
 from shared.settings import add_settings_arguments, settings_from_args
 from student_trainer.train_settings import apply_profile
-from xmodal_pipeline.procs import ProcessGroup, free_port
+from xmodal_pipeline.procs import ChildProcesses, free_port
 
 __all__ = ["DemoSettings", "main", "run_demo"]
 
@@ -71,7 +71,7 @@ class DemoSettings(BaseSettings):
 class Demo:
     """The pipeline's paths and steps; each step skips itself when its output exists."""
 
-    def __init__(self, s: DemoSettings, procs: ProcessGroup) -> None:
+    def __init__(self, s: DemoSettings, procs: ChildProcesses) -> None:
         self.s, self.p = s, procs
         self.data = s.out / "data" / "synth"
         self.manifest = self.data / "manifest.jsonl"
@@ -206,7 +206,7 @@ def read_timings(path: Path) -> dict[str, dict[str, float]]:
 def run_demo(s: DemoSettings) -> Path:
     """Run every stage; returns the report path."""
     t0 = time.perf_counter()
-    with ProcessGroup(s.out / "logs") as procs:
+    with ChildProcesses(s.out / "logs") as procs:
         demo = Demo(s, procs)
         report = demo.run()
     total = time.perf_counter() - t0

@@ -19,7 +19,7 @@ import httpx
 
 from shared.errors import XModalError
 
-__all__ = ["ProcessGroup", "free_port"]
+__all__ = ["ChildProcesses", "free_port", "poll_healthy"]
 
 
 def free_port() -> int:
@@ -31,7 +31,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class ProcessGroup:
+def poll_healthy(url: str, timeout: float, proc: subprocess.Popen | None = None, every_s: float = 0.1) -> bool:
+    """Poll ``url``/healthz every ``every_s`` seconds until it answers 200.
+
+    Returns:
+        True once healthy; False when ``timeout`` seconds pass first, or ``proc`` (the server) exits first.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (proc is None or proc.poll() is None):
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
+                return True
+        time.sleep(every_s)
+    return False
+
+
+class ChildProcesses:
     """Starts console commands (``python -m module ...``) and guarantees they are stopped."""
 
     def __init__(self, log_dir: Path, grace_s: float = 10.0) -> None:
@@ -62,15 +77,12 @@ class ProcessGroup:
         self.wait(self.start(name, module, args, env))
 
     def wait_healthy(self, url: str, proc: subprocess.Popen, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                self.wait(proc)
-                raise XModalError(f"server for {url} exited early")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
-                    return
-            time.sleep(0.2)
+        """Poll ``url``/healthz until it answers 200; a server that exits first fails with its log's tail."""
+        if poll_healthy(url, timeout, proc, every_s=0.2):
+            return
+        if proc.poll() is not None:
+            self.wait(proc)
+            raise XModalError(f"server for {url} exited early")
         raise XModalError(f"{url} did not become healthy within {timeout:.0f} s")
 
     def stop(self, proc: subprocess.Popen) -> None:
@@ -86,7 +98,7 @@ class ProcessGroup:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
-    def __enter__(self) -> ProcessGroup:
+    def __enter__(self) -> ChildProcesses:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -21,6 +21,7 @@ from torch import nn
 
 from shared.errors import WeightsUnavailableError
 from shared.identity import TeacherIdentity
+from shared.modalities import IMAGENET_MEAN, IMAGENET_STD  # the RGB modality's normalisation
 from shared.nets.archs import CHECKPOINT, TEACHER_ARCHS, TORCHVISION_TEACHERS, resolve_layer
 from shared.nets.trunks import AlexNetTrunk, TrunkSpec
 
@@ -35,8 +36,6 @@ __all__ = [
     "weights_digest",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class LoadedTeacher(BaseModel):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -94,15 +94,7 @@ def frame_inputs(manifest: Manifest, frame: FrameRecord) -> ProposalInputs:
 
 
 def _read_inputs(job: _Job) -> ProposalInputs:
-    """Read a frame's RGB and paired-modality images.
-
-    The paired images are the HHA image (else the depth, as scaled disparity) and the flow image (else flow
-    computed from ``rgb`` to ``rgb_next`` with OpenCV DIS, encoded as in :mod:`xmodal_data.flow`).
-
-    Raises:
-        ImageReadError: a missing or undecodable file (names it).
-        DataError: a paired image of another size than the RGB (names the frame).
-    """
+    """:func:`frame_inputs` of a job (plain paths, so it pickles to a worker process)."""
     rgb = read_rgb(job.rgb)
     paired = []
     if job.hha is not None:
@@ -176,6 +168,80 @@ def _write(out: Path, manifest: Manifest, done: dict, identity: dict, complete: 
     return time.monotonic() - start
 
 
+class _Cache:
+    """The cache being filled: the frames done so far, checkpointed to ``out`` as they come in.
+
+    Checkpoints rewrite the whole file, so they are spaced at least ``checkpoint_s`` seconds apart and at least
+    ten times the last rewrite's duration: writing stays under ~10 % of the time however large the file grows.
+    """
+
+    def __init__(self, out: Path, manifest: Manifest, identity: dict[str, Any], checkpoint_s: float) -> None:
+        self.out, self.manifest, self.identity, self.checkpoint_s = out, manifest, identity, checkpoint_s
+        self.done, self.complete = _resume(out, identity)
+        self._last, self._interval = time.monotonic(), checkpoint_s
+
+    def add(self, results: list[tuple[str, list]], max_per_frame: int) -> None:
+        """Combine each frame's source lists into its proposals; checkpoint when one is due."""
+        for fid, lists in results:
+            self.done[fid] = combine(lists, max_per_frame)
+        if time.monotonic() - self._last >= self._interval:
+            self._interval = max(self.checkpoint_s, 10 * self.save(complete=False))
+            self._last = time.monotonic()
+
+    def save(self, complete: bool) -> float:
+        """Write the cache (see :func:`_write`); returns the seconds it took."""
+        return _write(self.out, self.manifest, self.done, self.identity, complete)
+
+
+def _check_arguments(method: str, max_per_frame: int, workers: int | None) -> int:
+    """Validate the arguments of :func:`generate_proposals`; returns the worker count (default: one per CPU)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown proposal method {method!r}: expected one of {', '.join(map(repr, METHODS))}")
+    if max_per_frame < 1:
+        raise ValueError(f"max_per_frame must be >= 1, got {max_per_frame}")
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    return workers
+
+
+def _select_frames(manifest: Manifest, splits: Sequence[str] | None) -> list[FrameRecord]:
+    """The frames of ``splits`` (default: every labelled frame); refuses an empty selection."""
+    records = manifest.split(*splits) if splits is not None else [f for f in manifest if f.labeled]
+    if not records:
+        what = f"splits {list(splits)}" if splits is not None else "labelled frames"
+        raise ConfigError(f"{manifest.source}: no frames in {what} (it has {manifest.splits()})")
+    return records
+
+
+def _compute(todo: list[_Job], method: str, max_per_frame: int, workers: int,
+             collect: Callable[[list[tuple[str, list]]], None]) -> None:
+    """Compute the source lists of every job, in this process or in ``workers`` processes, handing each finished
+    task's results to ``collect`` (in completion order); an error cancels the tasks not yet started."""
+    if workers == 1 or len(todo) < _MIN_PARALLEL:
+        threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)
+        try:
+            for job in todo:
+                collect(_run_chunk([job], method, max_per_frame))
+        finally:
+            cv2.setNumThreads(threads)
+        return
+    size = max(1, min(_MAX_CHUNK, len(todo) // (4 * workers)))
+    chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
+    # spawn, not fork: the caller may hold threads (torch, OpenMP) that a fork would copy half-locked.
+    with ProcessPoolExecutor(min(workers, len(chunks)), mp_context=get_context("spawn"),
+                             initializer=_init_worker) as pool:
+        futures = [pool.submit(_run_chunk, c, method, max_per_frame) for c in chunks]
+        try:
+            for future in as_completed(futures):
+                collect(future.result())
+        except BaseException:
+            for future in futures:
+                future.cancel()  # do not wait for frames nobody will keep
+            raise
+
+
 def generate_proposals(
     manifest_path: str | os.PathLike[str],
     out_npz: str | os.PathLike[str] | None = None,
@@ -209,69 +275,31 @@ def generate_proposals(
         RuntimeError: OpenCV without contrib modules.
         ImageReadError / DataError: the first unreadable frame (names its file); the cache keeps what was done.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown proposal method {method!r}: expected one of {', '.join(map(repr, METHODS))}")
-    if max_per_frame < 1:
-        raise ValueError(f"max_per_frame must be >= 1, got {max_per_frame}")
-    workers = (os.cpu_count() or 1) if workers is None else workers
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+    workers = _check_arguments(method, max_per_frame, workers)
     check_opencv_contrib()
     manifest = read_manifest(manifest_path)
-    records = manifest.split(*splits) if splits is not None else [f for f in manifest if f.labeled]
-    if not records:
-        what = f"splits {list(splits)}" if splits is not None else "labelled frames"
-        raise ConfigError(f"{manifest.source}: no frames in {what} (it has {manifest.splits()})")
+    records = _select_frames(manifest, splits)
     out = Path(out_npz) if out_npz is not None else default_cache_path(manifest_path, method)
-    identity = _identity(method, max_per_frame)
-    done, complete = _resume(out, identity)
-    todo = [_job(manifest, f) for f in records if f.id not in done]
+    cache = _Cache(out, manifest, _identity(method, max_per_frame), checkpoint_s)
+    todo = [_job(manifest, f) for f in records if f.id not in cache.done]
     if not todo:
-        if not complete:
-            _write(out, manifest, done, identity, complete=True)
+        if not cache.complete:
+            cache.save(complete=True)
         return out
-    log.info("proposals (%s) for %d frames into %s (%d already there)", method, len(todo), out, len(done))
-
-    last, interval = time.monotonic(), checkpoint_s
-
-    def collect(results: list[tuple[str, list]]) -> None:
-        nonlocal last, interval
-        for fid, lists in results:
-            done[fid] = combine(lists, max_per_frame)
-        bar.update(len(results))
-        if time.monotonic() - last >= interval:
-            # checkpoints rewrite the whole file: space them so that writing stays under ~10 % of the time
-            interval = max(checkpoint_s, 10 * _write(out, manifest, done, identity, complete=False))
-            last = time.monotonic()
+    log.info("proposals (%s) for %d frames into %s (%d already there)", method, len(todo), out, len(cache.done))
 
     with tqdm(total=len(records), initial=len(records) - len(todo), desc=f"proposals ({method})", unit="frame",
               disable=not progress) as bar:
+
+        def collect(results: list[tuple[str, list]]) -> None:
+            cache.add(results, max_per_frame)
+            bar.update(len(results))
+
         try:
-            if workers == 1 or len(todo) < _MIN_PARALLEL:
-                threads = cv2.getNumThreads()
-                cv2.setNumThreads(1)
-                try:
-                    for job in todo:
-                        collect(_run_chunk([job], method, max_per_frame))
-                finally:
-                    cv2.setNumThreads(threads)
-            else:
-                size = max(1, min(_MAX_CHUNK, len(todo) // (4 * workers)))
-                chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
-                # spawn, not fork: the caller may hold threads (torch, OpenMP) that a fork would copy half-locked.
-                with ProcessPoolExecutor(min(workers, len(chunks)), mp_context=get_context("spawn"),
-                                         initializer=_init_worker) as pool:
-                    futures = [pool.submit(_run_chunk, c, method, max_per_frame) for c in chunks]
-                    try:
-                        for future in as_completed(futures):
-                            collect(future.result())
-                    except BaseException:
-                        for future in futures:
-                            future.cancel()  # do not wait for frames nobody will keep
-                        raise
+            _compute(todo, method, max_per_frame, workers, collect)
         except BaseException:
-            if done:
-                _write(out, manifest, done, identity, complete=False)  # keep the finished frames for a resume
+            if cache.done:
+                cache.save(complete=False)  # keep the finished frames for a resume
             raise
-    _write(out, manifest, done, identity, complete=True)
+    cache.save(complete=True)
     return out

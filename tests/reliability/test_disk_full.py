@@ -92,19 +92,24 @@ FAULTS = {
 }
 
 
+def _fill_disk_at(at: int, argv: list[str], store: Path, writes: list[tuple[str, int]], monkeypatch, capsys) -> None:
+    """Run ``argv`` on a disk that fills up halfway through the clean run's write number ``at``; it must fail
+    with exit code 2 and a one-line error naming the store, the cause and the cure."""
+    free = sum(n for _, n in writes[:at]) + writes[at][1] // 2
+    capsys.readouterr()
+    assert _run_on_disk(monkeypatch, DiskBudget(free), argv) == 2
+    err = capsys.readouterr().err
+    assert f"store {store}" in err and "no space left" in err.lower() and "rerun" in err, err
+    assert "Traceback" not in err
+
+
 @pytest.mark.parametrize("fault", FAULTS)
 def test_disk_full_is_clear_consistent_and_resumable(fault, tmp_path, teacher_ckpt, clean_run, monkeypatch, capsys):
     manifest, clean, writes = clean_run
     argv = ["precompute", *precompute_args(tmp_path / "s", manifest, teacher_ckpt, SHARD, BATCH)]
     keys = [Path(p).relative_to(clean).as_posix() for p, _ in writes]
     at = max(i for i, k in enumerate(keys) if FAULTS[fault](k))  # the last such write: after store creation
-    free = sum(n for _, n in writes[:at]) + writes[at][1] // 2
-    capsys.readouterr()
-
-    assert _run_on_disk(monkeypatch, DiskBudget(free), argv) == 2
-    err = capsys.readouterr().err
-    assert f"store {tmp_path / 's'}" in err and "no space left" in err.lower() and "rerun" in err, err
-    assert "Traceback" not in err
+    _fill_disk_at(at, argv, tmp_path / "s", writes, monkeypatch, capsys)
 
     store = FeatureStore.open(tmp_path / "s")
     col = store.collections["tiny"]
@@ -134,13 +139,7 @@ def test_disk_full_while_the_store_is_created(fault, tmp_path, teacher_ckpt, cle
     keys = [Path(p).relative_to(clean).as_posix() for p, _ in writes]
     at = next(i for i, k in enumerate(keys) if CREATION_FAULTS[fault](k))  # the first such write: creation
     assert not any(k.startswith("tiny/features/c/") for k in keys[:at])  # no shard written yet
-    free = sum(n for _, n in writes[:at]) + writes[at][1] // 2
-    capsys.readouterr()
-
-    assert _run_on_disk(monkeypatch, DiskBudget(free), argv) == 2
-    err = capsys.readouterr().err
-    assert f"store {tmp_path / 's'}" in err and "no space left" in err.lower() and "rerun" in err, err
-    assert "Traceback" not in err
+    _fill_disk_at(at, argv, tmp_path / "s", writes, monkeypatch, capsys)
 
     assert teacher_server(argv) == 0  # space freed: the same command creates the rest and computes everything
     assert_same_store(tmp_path / "s", clean)

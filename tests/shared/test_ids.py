@@ -3,7 +3,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.errors import FrameIdError
-from shared.ids import FRAME_ID_RE, dataset_of, is_frame_id, validate_frame_id
+from shared.ids import FRAME_ID_RE, is_frame_id, validate_frame_id
 
 
 @pytest.mark.parametrize("good", ["synth.0000042", "nyud2.img_5001", "a", "A" * 128, "x:y-z_1.2"])
@@ -25,11 +25,6 @@ def test_long_bad_id_is_shortened_in_message():
     with pytest.raises(FrameIdError) as e:
         validate_frame_id("/" * 500)
     assert len(str(e.value)) < 200
-
-
-def test_dataset_prefix():
-    assert dataset_of("nyud2.img_5001") == "nyud2"
-    assert dataset_of("plain") == "plain"
 
 
 @given(st.text(max_size=200))

@@ -10,10 +10,19 @@ import re
 from pathlib import Path
 
 import pytest
-from pydantic_settings import BaseSettings
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigError
-from shared.settings import add_settings_arguments, settings_env, settings_from_args, split_commas
+from shared.settings import (
+    FloatList,
+    IntList,
+    PathList,
+    StrList,
+    add_settings_arguments,
+    settings_env,
+    settings_from_args,
+    split_commas,
+)
 from student_trainer.detect_settings import DetectSettings, ProposalSettings
 from student_trainer.transfer_settings import TransferSettings
 from teacher_server.settings import ServeSettings
@@ -42,6 +51,23 @@ def test_list_flag_splits_on_commas_like_the_env_var(tmp_path, monkeypatch):
     assert _parse(ServeSettings).stores == [a, b]
     assert _parse(TransferSettings, "--modality", "hha", "--manifest", "m", "--out", "o",
                   "--lr-milestones", "0.5,0.8").lr_milestones == [0.5, 0.8]
+
+
+class _Lists(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LISTS_")
+
+    names: StrList = []
+    sizes: IntList = []
+    rates: FloatList = []
+    paths: PathList = []
+
+
+def test_shared_list_types_read_commas_from_env_and_flags(monkeypatch):
+    monkeypatch.setenv("LISTS_SIZES", "1, 2")
+    monkeypatch.setenv("LISTS_PATHS", "a,b/c")
+    s = _parse(_Lists, "--names", "x,y", "z", "--rates", "0.5,1e-3")
+    assert (s.names, s.sizes, s.rates, s.paths) == (["x", "y", "z"], [1, 2], [0.5, 1e-3], [Path("a"), Path("b/c")])
+    assert settings_env(s)["LISTS_SIZES"] == "1,2"  # comma-joined back for a child process
 
 
 def test_model_validator_error_is_one_readable_line():

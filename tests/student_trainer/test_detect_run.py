@@ -22,14 +22,7 @@ from student_trainer.logs import read_metrics
 from student_trainer.proposals import load_proposals, save_proposals
 from student_trainer.student import TransferModel
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one thread is faster, and far faster on a busy machine (no OpenMP spinning)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

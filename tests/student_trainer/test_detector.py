@@ -13,14 +13,7 @@ from student_trainer.detector import FastRCNN, fast_rcnn_loss, postprocess_detec
 from student_trainer.fusion import fuse_outputs
 from student_trainer.transfer_data import BatchSchedule
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These models are tiny: one thread is faster, and far faster on a busy machine (no OpenMP spinning)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _model(num_classes=3, fc=16, seed=0):

@@ -4,19 +4,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import google_crc32c
+import numcodecs
 import numpy as np
 import pytest
 import torch
 
-from shared.features import encoding
+from shared.features import FeatureEncoding, encoding
 from shared.imageio import write_image
 from shared.manifest import FrameRecord, ManifestHeader, write_manifest
 from shared.nets.teachers import IMAGENET_MEAN, IMAGENET_STD
 from shared.nets.trunks import AlexNetTrunk, trunk_spec
 from teacher_server.precompute import precompute
+from teacher_server.store import FeatureStore
 
 N_FRAMES = 37  # not a multiple of the shard size: the last shard is partial
 SHARD = 8
+
+
+def encode_chunk(array: np.ndarray, enc: FeatureEncoding) -> bytes:
+    """One map as the store's inner chunk codecs write it (little-endian bytes + zstd [+ CRC32C]): valid bytes to
+    plant where a test needs a chunk of known content."""
+    data = np.ascontiguousarray(array, dtype=np.dtype(enc.dtype).newbyteorder("<"))
+    frame = bytes(numcodecs.Zstd(level=enc.level, checksum=enc.checksum).encode(data))
+    return frame + google_crc32c.value(frame).to_bytes(4, "little") if enc.crc32c else frame
 
 
 def make_rgb_dataset(root: Path, n: int = N_FRAMES, dataset: str = "tiny", hw=(64, 80)) -> Path:
@@ -50,3 +61,10 @@ def store_path(tmp_path_factory, dataset, teacher) -> Path:
     precompute(path, [dataset], teacher, encoding("f32-zstd1"), shard_frames=SHARD, batch_size=5,
                loader_workers=0, progress=False)
     return path
+
+
+@pytest.fixture(scope="module")
+def reference(store_path) -> dict[str, np.ndarray]:
+    """Every map of ``store_path``, read in process: {frame id: (C, H, W) float32}."""
+    col = FeatureStore.open(store_path).collections["tiny"]
+    return dict(zip(col.ids, col.read(slice(None)), strict=True))

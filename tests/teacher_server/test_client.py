@@ -18,14 +18,7 @@ from shared.connections import ConnectionPool
 from shared.errors import ConfigError, XModalError
 from teacher_server.app import create_app
 from teacher_server.settings import ServeSettings
-from teacher_server.store import FeatureStore
 from tests.servers import uvicorn_thread
-
-
-@pytest.fixture(scope="module")
-def reference(store_path):
-    col = FeatureStore.open(store_path).collections["tiny"]
-    return dict(zip(col.ids, col.read(slice(None)), strict=True))
 
 
 def test_idle_connection_the_server_closed_is_replaced_without_a_retry(store_path, reference):

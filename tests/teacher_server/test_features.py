@@ -11,26 +11,20 @@ import pytest
 
 from shared.client import TeacherClient
 from shared.errors import FrameIdError, FrameNotFoundError, UnauthorizedError
-from shared.features import BATCH_MEDIA_TYPE, decode_batch, decode_chunk, encode_chunk, encoding
+from shared.features import BATCH_MEDIA_TYPE, decode_batch, decode_chunk, encoding
 from teacher_server.app import create_app
 from teacher_server.precompute import WorkerSlot, precompute
 from teacher_server.reader import ChunkReader
 from teacher_server.settings import ServeSettings
 from teacher_server.store import FeatureStore
 from tests.servers import uvicorn_thread
-from tests.teacher_server.conftest import SHARD
+from tests.teacher_server.conftest import SHARD, encode_chunk
 
 
 @pytest.fixture(scope="module")
 def served(store_path):
     with uvicorn_thread(create_app(ServeSettings(stores=[store_path], max_batch=16, max_body_bytes=4096))) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def reference(store_path):
-    col = FeatureStore.open(store_path).collections["tiny"]
-    return dict(zip(col.ids, col.read(slice(None)), strict=True))
 
 
 def test_single_raw_and_npy_round_trip(served, reference):

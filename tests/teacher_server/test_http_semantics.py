@@ -19,7 +19,6 @@ from teacher_server.cli import main
 from teacher_server.http_semantics import MediaRange, allow_header, etag_matches, negotiate, parse_accept
 from teacher_server.server import uvicorn_options
 from teacher_server.settings import ServeSettings
-from teacher_server.store import FeatureStore
 from tests.servers import uvicorn_thread
 
 RAW = "application/octet-stream"
@@ -97,12 +96,6 @@ def _serve(store_path, **settings):
 def served(store_path):
     with _serve(store_path) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def reference(store_path):
-    col = FeatureStore.open(store_path).collections["tiny"]
-    return dict(zip(col.ids, col.read(slice(None)), strict=True))
 
 
 def _get(url: str, query: str = "", **headers: str) -> httpx.Response:

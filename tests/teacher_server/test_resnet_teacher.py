@@ -14,8 +14,8 @@ from shared.nets.teachers import load_teacher
 from shared.settings import add_settings_arguments, settings_from_args
 from student_trainer.checkpoint import load_checkpoint
 from student_trainer.logs import read_metrics
-from student_trainer.settings import TransferSettings
 from student_trainer.transfer import run_transfer
+from student_trainer.transfer_settings import TransferSettings
 from teacher_server.app import create_app
 from teacher_server.settings import PrecomputeSettings, ServeSettings
 from teacher_server.store import FeatureStore

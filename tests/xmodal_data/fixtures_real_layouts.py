@@ -30,8 +30,10 @@ __all__ = [
     "SMALL_CALIBRATION",
     "kinect_name",
     "kinect_scene_frames",
+    "matlab_cellstr",
     "moving_square_frames",
     "raw_from_metres",
+    "stamp_v73_header",
     "write_accel_dump",
     "write_depth_pgm",
     "write_jhmdb_splits",
@@ -148,19 +150,30 @@ def write_nyud2_raw_scene(
     return names
 
 
-def write_labeled_scenes_mat(path: Path, scenes: Sequence[str]) -> Path:
-    """A v7.3 .mat holding only the labelled set's ``scenes`` (MATLAB Nx1 cell -> HDF5 (1, N) references)."""
-    with h5py.File(path, "w", userblock_size=512) as f:
-        refs = f.create_group("#refs#")
-        handles = []
-        for k, name in enumerate(scenes):
-            chars = refs.create_dataset(f"s{k}", data=np.array([ord(c) for c in name], dtype=np.uint16)[:, None])
-            chars.attrs["MATLAB_class"] = np.bytes_("char")
-            handles.append(chars.ref)
-        f.create_dataset("scenes", data=np.array([handles], dtype=h5py.ref_dtype))
+def matlab_cellstr(f: h5py.File, strings: Sequence[str], prefix: str) -> np.ndarray:
+    """A MATLAB Nx1 cell of strings as v7.3 stores it: each string a uint16 char array under ``#refs#``
+    (named ``<prefix><k>``), the cell an HDF5 (1, N) array of references to them (returned; store it)."""
+    refs = f.require_group("#refs#")
+    handles = []
+    for k, text in enumerate(strings):
+        chars = refs.create_dataset(f"{prefix}{k}", data=np.array([ord(c) for c in text], dtype=np.uint16)[:, None])
+        chars.attrs["MATLAB_class"] = np.bytes_("char")
+        handles.append(chars.ref)
+    return np.array([handles], dtype=h5py.ref_dtype)
+
+
+def stamp_v73_header(path: Path) -> Path:
+    """Write MATLAB's v7.3 text header into the 512-byte user block of the HDF5 file at ``path``."""
     with path.open("r+b") as fh:
         fh.write(b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: fixture, HDF5 schema 1.00 .")
     return path
+
+
+def write_labeled_scenes_mat(path: Path, scenes: Sequence[str]) -> Path:
+    """A v7.3 .mat holding only the labelled set's ``scenes`` (MATLAB Nx1 cell -> HDF5 (1, N) references)."""
+    with h5py.File(path, "w", userblock_size=512) as f:
+        f.create_dataset("scenes", data=matlab_cellstr(f, scenes, "s"))
+    return stamp_v73_header(path)
 
 
 # ------------------------------------------------------------------------------------------------ videos

@@ -16,9 +16,11 @@ from shared.camera import NYUD2_KINECT
 from shared.errors import ConfigError, DataError
 from shared.imageio import read_depth_raw, read_rgb
 from shared.manifest import read_manifest
+from tests.xmodal_data.fixtures_real_layouts import matlab_cellstr, stamp_v73_header
 from xmodal_data.importers.nyud2 import (
     GUPTA_CLASSES,
     GUPTA_CROP,
+    ClassMapping40,
     crop_gupta,
     detection_class_map,
     import_nyud2,
@@ -30,6 +32,11 @@ from xmodal_data.importers.nyud2 import (
 H, W = 48, 64
 SMALL = NYUD2_KINECT.resize(H, W)
 BED, CHAIR, GARBAGE_BIN, MONITOR, TELEVISION, COFFEE_TABLE, WALL = 157, 5, 12, 49, 172, 356, 21
+
+
+def _class40(mapping: ClassMapping40, label_id: int) -> str:
+    """40-class name of raw label ``label_id`` (1-based)."""
+    return mapping.class_names[mapping.map_class[label_id - 1] - 1]
 
 
 @pytest.fixture(scope="module")
@@ -45,26 +52,18 @@ def raw_names(meta):
 def write_mat(path, rgb, depth, raw, labels, instances, names, skip=(), replace=None):
     """Write arrays given in image order ((N, H, W[, 3])) in the MATLAB v7.3 layout (dims reversed)."""
     with h5py.File(path, "w", userblock_size=512) as f:
-        refs = f.create_group("#refs#")
-        handles = []
-        for k, name in enumerate(names):
-            chars = refs.create_dataset(f"n{k}", data=np.array([ord(c) for c in name], dtype=np.uint16)[:, None])
-            chars.attrs["MATLAB_class"] = np.bytes_("char")
-            handles.append(chars.ref)
         data = {
             "images": rgb.transpose(0, 3, 2, 1),
             "depths": depth.transpose(0, 2, 1),
             "rawDepths": raw.transpose(0, 2, 1),
             "labels": labels.transpose(0, 2, 1),
             "instances": instances.transpose(0, 2, 1),
-            "names": np.array([handles], dtype=h5py.ref_dtype),  # MATLAB 894x1 cell -> (1, 894)
+            "names": matlab_cellstr(f, names, "n"),  # MATLAB 894x1 cell -> (1, 894)
         } | (replace or {})
         for key, value in data.items():
             if key not in skip:
                 f.create_dataset(key, data=value)
-    with path.open("r+b") as fh:
-        fh.write(b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: fake, HDF5 schema 1.00 .")
-    return path
+    return stamp_v73_header(path)
 
 
 def _fake_arrays(n=10, h=H, w=W):
@@ -259,12 +258,12 @@ def test_real_meta_splits_and_class_reachability(meta):
     assert set(class_map.values()) == set(GUPTA_CLASSES)  # every class is reachable
     # The name rule equals the 40-class mapping for the 17 classes it has ...
     for cls in set(GUPTA_CLASSES) & set(mapping.class_names):
-        by_40 = {i for i in range(1, 895) if mapping.class40(i) == cls}
+        by_40 = {i for i in range(1, 895) if _class40(mapping, i) == cls}
         assert {i for i, c in class_map.items() if c == cls} == by_40, cls
     # ... and adds the two raw names the 40 classes fold into "other": garbage bin and monitor.
     assert set(GUPTA_CLASSES) - set(mapping.class_names) == {"garbage bin", "monitor"}
     assert {class_map[GARBAGE_BIN], class_map[MONITOR]} == {"garbage bin", "monitor"}
-    assert (mapping.class40(GARBAGE_BIN), mapping.class40(MONITOR)) == ("otherfurniture", "otherprop")
+    assert (_class40(mapping, GARBAGE_BIN), _class40(mapping, MONITOR)) == ("otherfurniture", "otherprop")
 
 
 def test_splits_file_errors(meta, tmp_path):

@@ -9,7 +9,7 @@ import pytest
 
 from xmodal_pipeline import demo as demo_module
 from xmodal_pipeline.demo import Demo, DemoSettings, read_timings
-from xmodal_pipeline.procs import ProcessGroup
+from xmodal_pipeline.procs import ChildProcesses
 from xmodal_pipeline.report import timings_markdown
 
 
@@ -36,7 +36,7 @@ def _run_stage(out: Path, clock: _Clock, finished: bool, seconds: float) -> dict
     def stage() -> None:
         clock.now += seconds
 
-    with ProcessGroup(out / "logs") as procs:
+    with ChildProcesses(out / "logs") as procs:
         Demo(DemoSettings(profile="tiny", out=out), procs)._timed("data", stage, lambda: finished)
     return json.loads((out / "report" / "timings.json").read_text())
 

@@ -219,10 +219,6 @@ class ClassMapping40:
     map_class: tuple[int, ...]
     """40-class id (1..40) of each raw label, label-id order."""
 
-    def class40(self, label_id: int) -> str:
-        """40-class name of raw label ``label_id`` (1-based)."""
-        return self.class_names[self.map_class[label_id - 1] - 1]
-
 
 def _cellstr(value: np.ndarray) -> tuple[str, ...]:
     return tuple(str(np.asarray(x).ravel()[0]) if np.asarray(x).size else "" for x in np.asarray(value).ravel())
