@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,20 +25,35 @@ from student_trainer.detect import run_detect
 from student_trainer.detect_eval import evaluate_fused
 from student_trainer.detect_settings import CompareSettings, DetectSettings
 
-__all__ = ["METHODS", "comparison_markdown", "run_compare"]
+__all__ = ["METHODS", "Method", "comparison_markdown", "run_compare"]
 
-# (key, row label, detector init, which checkpoint initialises the trunk), each fine-tuned and frozen
-_INITS: list[tuple[str, str, str, str | None]] = [
-    ("no-init", "no init (random trunk)", "random", None),
-    ("copy-rgb", "copy from RGB", "copy-rgb", "rgb"),
-    ("transfer", "supervision transfer", "transfer", "transfer"),
-    ("control", "transfer from an untrained teacher (control)", "transfer", "control"),
-]
-# (key, row label, detector init, trunk source, trunk frozen)
-METHODS: list[tuple[str, str, str, str | None, bool]] = [
-    *((key, label, init, source, False) for key, label, init, source in _INITS),
-    *((f"{key}-frozen", f"{label}, trunk frozen", init, source, True) for key, label, init, source in _INITS),
-]
+@dataclass(frozen=True)
+class Method:
+    """One row of the comparison: a detector init, fine-tuned or with the trunk frozen.
+
+    Attributes:
+        key: run folder prefix and row key. label: the table's row label. init: ``detect --init``.
+        source: which checkpoint initialises the trunk (``rgb``, ``transfer``, ``control``; None for no init).
+        frozen: ``--freeze-trunk``.
+    """
+
+    key: str
+    label: str
+    init: str
+    source: str | None
+    frozen: bool = False
+
+    def frozen_variant(self) -> Method:
+        return Method(f"{self.key}-frozen", f"{self.label}, trunk frozen", self.init, self.source, True)
+
+
+_INITS = (
+    Method("no-init", "no init (random trunk)", "random", None),
+    Method("copy-rgb", "copy from RGB", "copy-rgb", "rgb"),
+    Method("transfer", "supervision transfer", "transfer", "transfer"),
+    Method("control", "transfer from an untrained teacher (control)", "transfer", "control"),
+)
+METHODS: tuple[Method, ...] = (*_INITS, *(m.frozen_variant() for m in _INITS))
 
 
 def _detect(s: CompareSettings, out: Path, **kw: Any) -> dict[str, Any]:
@@ -77,15 +93,15 @@ def run_compare(s: CompareSettings) -> dict[str, Any]:
     ckpts = {"rgb": s.rgb_run / "checkpoint.pt", "transfer": s.transfer, "control": s.control}
     test_split = DetectSettings(modality=s.modality, manifest=s.manifest, out=s.out).default_test_split()
     rows: dict[str, dict[str, Any]] = {}
-    for key, label, init, source, frozen in METHODS:
-        if source == "control" and s.control is None:
+    for m in METHODS:
+        if m.source == "control" and s.control is None:
             continue
         runs = []
         for seed in s.seeds:
-            kw = {"trunk_checkpoint": ckpts[source]} if source else {}
-            runs.append(_detect(s, s.out / f"{key}-seed{seed}", modality=s.modality, init=init, seed=seed,
-                                freeze_trunk=frozen, **kw))
-        rows[key] = {"label": label, "mAP": _stats([r["mAP"] for r in runs]), "runs": runs}
+            kw = {"trunk_checkpoint": ckpts[m.source]} if m.source else {}
+            runs.append(_detect(s, s.out / f"{m.key}-seed{seed}", modality=s.modality, init=m.init, seed=seed,
+                                freeze_trunk=m.frozen, **kw))
+        rows[m.key] = {"label": m.label, "mAP": _stats([r["mAP"] for r in runs]), "runs": runs}
     rgb_dir = _rgb_alone(s, test_split)
     rgb = json.loads((rgb_dir / "summary.json").read_text())
     rows["rgb"] = {"label": "RGB alone", "mAP": _stats([rgb["mAP"]]), "runs": [rgb]}
@@ -135,9 +151,12 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     ax = fig.add_subplot()
     means = [100 * r["mAP"]["mean"] for r in rows]
     stds = [100 * r["mAP"]["std"] for r in rows]
-    ax.barh([r["label"] for r in rows], means, xerr=stds, color="#4c72b0")
+    bars = ax.barh([r["label"] for r in rows], means, xerr=stds, color="#4c72b0", ecolor="#222222", capsize=3)
+    ax.bar_label(bars, labels=[f"{m:.1f}" + (f" ± {d:.1f}" if r["mAP"]["n"] > 1 else "")
+                               for m, d, r in zip(means, stds, rows, strict=True)], padding=4, fontsize=8)
+    ax.set_xlim(0, 118)  # room for the labels right of a bar near 100
     ax.invert_yaxis()
-    ax.set_xlabel("mAP (%)")
+    ax.set_xlabel(f"mAP (%), mean ± sd over {len(report['seeds'])} seed(s)")
     ax.set_title(f"{report['modality'].upper()} detectors on {report['test_split']}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -7,11 +7,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from student_trainer.train_settings import TrainSettings
+
 __all__ = ["make_optimizer"]
 
 
 def make_optimizer(
-    model: nn.Module, s: Any, state: dict[str, Any] | None = None
+    model: nn.Module, s: TrainSettings, state: dict[str, Any] | None = None
 ) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.MultiStepLR]:
     """SGD over the trainable parameters, lr x ``s.lr_gamma`` at the fractions ``s.lr_milestones`` of
     ``s.iterations``; model, optimiser and scheduler restored from a checkpoint ``state`` when given."""
