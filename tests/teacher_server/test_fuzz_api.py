@@ -141,6 +141,7 @@ class GetCase:
     fid: str
     every_byte: bool
     format: str | None
+    view: str | None  # ?view=: identity (the stored map asked for by name) or anything else (422); mirror: test_views
     params: list[tuple[str, str]]
     accept: str | None
     if_none_match: tuple[str, str] | None  # ("tag", "raw" | "W/raw" | "npy" | "W/npy" | "*") or ("text", any)
@@ -170,8 +171,9 @@ def get_cases(known: list[str]) -> st.SearchStrategy[GetCase]:
         fid=frame_ids(known),
         every_byte=st.booleans(),
         format=st.one_of(st.none(), st.sampled_from(["raw", "npy"]), st.text(max_size=10)),
-        params=st.lists(st.tuples(st.text(max_size=10).filter(lambda k: k != "format"), st.text(max_size=20)),
-                        max_size=3),
+        view=st.one_of(st.none(), st.just("identity"), st.text(max_size=10).filter(lambda v: v != "mirror")),
+        params=st.lists(st.tuples(st.text(max_size=10).filter(lambda k: k not in ("format", "view")),
+                                  st.text(max_size=20)), max_size=3),
         accept=st.one_of(st.none(), st.sampled_from(list(ACCEPT_CHOOSES)), st.text(_HEADER_CHAR, max_size=30)),
         if_none_match=st.one_of(st.none(), st.sampled_from(["raw", "W/raw", "npy", "W/npy", "*"]).map(
             lambda k: ("tag", k)), st.text(_HEADER_CHAR, min_size=1, max_size=40).map(lambda t: ("text", t))),
@@ -231,7 +233,7 @@ def expected_get(case: GetCase, known: set[str]) -> int:
         return 405  # GET on the POST-only batch route, token or not
     if not case.auth[1]:
         return 401
-    if case.format not in (None, "raw", "npy"):
+    if case.format not in (None, "raw", "npy") or case.view not in (None, "identity"):
         return 422
     if not is_frame_id(fid):
         return 400
@@ -298,7 +300,8 @@ def _not_modified(case: GetCase, npy: bool) -> bool:
 def check_get(served: Served, client: httpx.Client, case: GetCase) -> None:
     headers = header_bytes(Authorization=case.auth[0], Accept=case.accept,
                            **{"If-None-Match": _if_none_match(case, served.etags)})
-    params = case.params + ([("format", case.format)] if case.format is not None else [])
+    params = case.params + ([("format", case.format)] if case.format is not None else []) + (
+        [("view", case.view)] if case.view is not None else [])
     r = client.get(f"/features/{quoted(case.fid, case.every_byte)}", params=params, headers=headers)
     assert_documented(r.status_code, r.headers, r.content)
     expected = expected_get(case, set(served.chunks))
