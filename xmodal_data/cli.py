@@ -111,7 +111,7 @@ def _validate(s: ValidateSettings) -> None:
     m = read_manifest(s.manifest)
     missing = []
     if s.files:
-        fields = ("rgb", "depth", "raw_depth", "hha", "rgb_next", "flow")
+        fields = ("rgb", "depth", "raw_depth", "hha", "rgb_next", "flow", "flow_gt", "flow_occlusion")
         for f in m:
             missing += [f"{f.id}.{k}: {m.path(v)}" for k in fields if (v := getattr(f, k)) and not m.path(v).is_file()]
     print(f"{s.manifest}: dataset {m.header.dataset!r}, {len(m)} frames, splits {m.splits()}, classes {m.classes}")

@@ -8,6 +8,9 @@ Layout under ``out_dir`` (paths in the manifest are relative to it)::
     depth/<id>.png            uint16 mm clean z-depth (depth frames)
     raw_depth/<id>.png        uint16 mm Kinect-like depth, 0 = missing (depth frames)
     rgb_next/<id>.png         uint8 RGB at t+1 (flow frames)
+    flow_gt/<id>.flo          exact forward flow t -> t+1, Middlebury .flo (flow frames)
+    flow_occlusion/<id>.png   uint8 visibility of each pixel's point at t+1, codes in
+                              :data:`~xmodal_data.synth.flow_gt.OCCLUSION_CODES` (flow frames)
     records/<id>.json         the frame's manifest record, written after its images: a frame is done iff
                               its record and every file it names exist
 """
@@ -27,6 +30,7 @@ from tqdm import tqdm
 from shared.errors import ConfigError
 from shared.imageio import write_depth_mm, write_image
 from shared.manifest import FrameRecord, ManifestHeader, write_manifest
+from xmodal_data.flow import write_flo
 from xmodal_data.synth.config import SynthConfig
 from xmodal_data.synth.frames import frame_id, synthesize_frame
 
@@ -53,7 +57,9 @@ def _done_record(out_dir: Path, fid: str) -> FrameRecord | None:
         record = FrameRecord.model_validate_json(path.read_text(encoding="utf-8"))
     except ValueError:
         return None
-    files = [record.rgb, record.depth, record.raw_depth, record.rgb_next]
+    if record.rgb_next is not None and record.flow_gt is None:
+        return None  # made before ground-truth flow was written: the same pixels, plus the new files
+    files = [record.rgb, record.depth, record.raw_depth, record.rgb_next, record.flow_gt, record.flow_occlusion]
     return record if all((out_dir / f).is_file() for f in files if f is not None) else None
 
 
@@ -70,6 +76,10 @@ def _make_frame(out_dir: Path, config: SynthConfig, split: str, index: int) -> F
     if frame.rgb_next is not None:
         paths["rgb_next"] = f"rgb_next/{fid}.png"
         write_image(out_dir / paths["rgb_next"], frame.rgb_next)
+    if frame.flow_gt is not None:
+        paths |= {"flow_gt": f"flow_gt/{fid}.flo", "flow_occlusion": f"flow_occlusion/{fid}.png"}
+        write_flo(out_dir / paths["flow_gt"], frame.flow_gt.flow)
+        write_image(out_dir / paths["flow_occlusion"], frame.flow_gt.occlusion)
     record = FrameRecord(id=fid, split=split, intrinsics=config.intrinsics(), objects=frame.objects, **paths)
     path = _record_path(out_dir, fid)
     path.parent.mkdir(parents=True, exist_ok=True)
