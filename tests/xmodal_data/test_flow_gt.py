@@ -245,3 +245,12 @@ def test_frame_t_of_the_flow_splits_is_as_rendered_before_ground_truth_and_motio
         rgb = synthesize_frame(TINY, split, int(index)).rgb.astype(np.int16)
         diff = np.abs(rgb - reference[name])
         assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, name
+
+
+def test_read_synth_config_gives_back_the_config_that_made_the_folder(tiny_dir, tmp_path):
+    from shared.errors import ConfigError
+    from xmodal_data.synth.dataset import read_synth_config
+
+    assert read_synth_config(tiny_dir) == TINY
+    with pytest.raises(ConfigError, match="not a finished synth dataset"):
+        read_synth_config(tmp_path)

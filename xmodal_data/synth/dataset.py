@@ -29,12 +29,12 @@ from tqdm import tqdm
 
 from shared.errors import ConfigError
 from shared.imageio import write_depth_mm, write_image
-from shared.manifest import FrameRecord, ManifestHeader, write_manifest
+from shared.manifest import FrameRecord, ManifestHeader, read_manifest, write_manifest
 from xmodal_data.flow import write_flo
-from xmodal_data.synth.config import SynthConfig
+from xmodal_data.synth.config import SPLIT_KINDS, SynthConfig
 from xmodal_data.synth.frames import frame_id, synthesize_frame
 
-__all__ = ["GENERATOR_VERSION", "MANIFEST_NAME", "generate_synth"]
+__all__ = ["GENERATOR_VERSION", "MANIFEST_NAME", "generate_synth", "read_synth_config"]
 
 GENERATOR_VERSION = 1
 """Bump when the same config would render different pixels, so stale directories are not resumed."""
@@ -117,6 +117,24 @@ def _check_config(out_dir: Path, config: SynthConfig) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(identity, indent=2), encoding="utf-8")
     os.replace(tmp, path)
+
+
+def read_synth_config(out_dir: Path) -> SynthConfig:
+    """The config a synth dataset folder was made with (to re-render its frames), split counts from its manifest.
+
+    Raises:
+        ConfigError: no ``synth_config.json`` / manifest there, or one made by another generator version.
+    """
+    out_dir = Path(out_dir)
+    path, manifest = out_dir / _CONFIG_NAME, out_dir / MANIFEST_NAME
+    if not path.is_file() or not manifest.is_file():
+        raise ConfigError(f"{out_dir} is not a finished synth dataset (no {_CONFIG_NAME} or {MANIFEST_NAME})")
+    stored = json.loads(path.read_text(encoding="utf-8"))
+    version = stored.pop("generator_version", None)
+    if version != GENERATOR_VERSION:
+        raise ConfigError(f"{path} was written by synth generator version {version}; this is {GENERATOR_VERSION}")
+    counts = read_manifest(manifest).splits()
+    return SynthConfig.model_validate({**stored, "splits": {name: counts.get(name, 0) for name in SPLIT_KINDS}})
 
 
 def generate_synth(out_dir: Path, config: SynthConfig, workers: int | None = None, progress: bool = True) -> Path:

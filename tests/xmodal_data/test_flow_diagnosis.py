@@ -1,0 +1,61 @@
+"""bench.flow_diagnosis on the tiny synthetic set: EPE against ground truth, ground-truth flow images."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bench.flow_diagnosis import REPO
+from shared.imageio import read_rgb
+from shared.manifest import read_manifest
+from xmodal_data.flow import read_flo
+from xmodal_data.synth import SynthConfig, generate_synth
+
+TINY = SynthConfig.profile("tiny")
+
+
+@pytest.fixture(scope="module")
+def tiny_manifest(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth_diag")
+    generate_synth(out, TINY, workers=1, progress=False)
+    from xmodal_data.encode import encode_manifest
+
+    encode_manifest(out / "manifest.jsonl", ["flow"], workers=1, progress=False)
+    return out / "manifest.jsonl"
+
+
+def _bench(*args):
+    return subprocess.run([sys.executable, "-m", "bench.flow_diagnosis", *map(str, args)], cwd=REPO, check=True,
+                          capture_output=True, text=True).stdout
+
+
+def test_epe_summary(tiny_manifest, tmp_path):
+    out = tmp_path / "epe.json"
+    printed = _bench("epe", "--manifest", tiny_manifest, "--workers", "1", "--out", out)
+    summary = json.loads(out.read_text())["summary"]
+    assert set(summary) == {"flow_transfer", "flow_train", "flow_test", "all"}
+    assert summary["all"]["frames"] == 10 and "| all | 10 |" in printed
+    for s in summary.values():
+        # the end-point error of zero flow is the mean ground-truth magnitude, by definition
+        assert s["epe_zero"] == pytest.approx(s["gt_magnitude"], rel=1e-9)
+        assert 0 < s["epe_dis"]["visible"] < 10 and s["epe_flow_image"]["visible"] >= 0
+        assert s["own_motion_object"] > 0.5 and s["contrast_gt"]["objects"] > 0
+    assert out.with_suffix(".md").read_text().startswith("| split |")
+
+
+def test_gt_images_manifest_points_at_encoded_ground_truth(tiny_manifest):
+    _bench("gt-images", "--manifest", tiny_manifest)
+    before, after = read_manifest(tiny_manifest), read_manifest(tiny_manifest.parent / "manifest_gtflow.jsonl")
+    assert [f.id for f in before] == [f.id for f in after]
+    changed = 0
+    for a, b in zip(before, after, strict=True):
+        assert a.model_copy(update={"flow": b.flow}) == b  # only the flow image differs
+        if a.flow_gt is not None:
+            gt = read_flo(after.path(b.flow_gt))
+            decoded = (read_rgb(after.path(b.flow))[..., :2].astype(np.float64) - 128) / 16
+            inside = (np.abs(gt) < 7.9).all(axis=-1)
+            assert np.abs(decoded - gt)[inside].max() <= 1 / 32 + 1e-6
+            changed += 1
+    assert changed == 10
