@@ -1,6 +1,6 @@
 """Why is every flow detector weak on the synthetic benchmark? Flow quality against ground truth, and a ceiling.
 
-Three commands (each writes JSON + Markdown under ``bench/results/`` and prints the Markdown):
+Commands (``epe`` writes JSON + Markdown under ``bench/results/``; all print what they measured):
 
 ``epe``: OpenCV DIS (what ``xmodal-data encode`` computes) against the renderer's exact flow (``flow_gt`` /
 ``flow_occlusion`` of the manifest) on every flow frame: end-point error on the pixels whose point is
@@ -14,6 +14,10 @@ for the instance masks.
 ``gt-images``: flow images made from the ground-truth flow, and a manifest next to the original whose
 ``flow`` points at them (the same frames, ids, RGB and proposals): the input of the ceiling row.
 
+``variant``: the demo dataset's flow splits rendered again with other motion settings (``MotionConfig`` fields
+as JSON) into a new folder, DIS-encoded, with ground-truth images; frame t is checked to be byte-identical to
+the demo's.
+
 ``rows``: the flow half of ``xmodal-demo`` on a manifest, reusing a finished demo's teachers: serve the demo's
 two stores, train the flow student against each (transfer, control), then ``student-trainer compare
 --modality flow`` with the demo's RGB detector. Runs as the demo does (same settings, seed 0 by default).
@@ -23,6 +27,9 @@ Usage:
     python -m bench.flow_diagnosis gt-images --manifest runs/demo/data/synth/manifest.jsonl
     python -m bench.flow_diagnosis rows --demo runs/demo --manifest runs/demo/data/synth/manifest_gtflow.jsonl \\
         --out runs/flow-gt
+    python -m bench.flow_diagnosis variant --demo runs/demo --motion '{"camera_step_px": [2, 4]}' --out runs/v1
+    python -m bench.flow_diagnosis rows --demo runs/demo --manifest runs/v1/manifest.jsonl --out runs/v1-rows \\
+        --proposals runs/demo/data/synth/proposals_edge_boxes.npz
 """
 
 from __future__ import annotations
@@ -192,6 +199,38 @@ def cmd_gt_images(args: argparse.Namespace) -> None:
     print(f"wrote {len(by_id)} ground-truth flow images under {m.path(args.folder)} and {out}")
 
 
+# ------------------------------------------------------------------------------------------------- variant
+
+
+def cmd_variant(args: argparse.Namespace) -> None:
+    """Render the flow splits of the demo's dataset with other motion settings, encode DIS + ground-truth images."""
+    from shared.manifest import read_manifest
+    from xmodal_data.encode import encode_manifest
+    from xmodal_data.synth.config import SPLIT_KINDS
+    from xmodal_data.synth.dataset import generate_synth, read_synth_config
+    from xmodal_data.synth.motion import MotionConfig
+
+    base_dir = args.demo / "data" / "synth"
+    base = read_synth_config(base_dir)
+    motion = MotionConfig.model_validate({**base.motion.model_dump(), **json.loads(args.motion)})
+    splits = {name: getattr(base.splits, name) if kind == "flow" else 0 for name, (kind, _) in SPLIT_KINDS.items()}
+    config = base.model_copy(update={"motion": motion, "splits": base.splits.model_copy(update=splits)})
+    t0 = time.perf_counter()
+    manifest = generate_synth(args.out, config, workers=args.workers, progress=False)
+    rendered = time.perf_counter() - t0
+    encode_manifest(manifest, ["flow"], workers=args.workers, progress=False)
+    encoded = time.perf_counter() - t0 - rendered
+    ours, theirs = read_manifest(manifest), read_manifest(base_dir / "manifest.jsonl")
+    changed = [f.id for f in ours if ours.path(f.rgb).read_bytes() != theirs.path(theirs[f.id].rgb).read_bytes()]
+    if changed:
+        raise SystemExit(f"frame t differs from the demo's for {len(changed)} frames, e.g. {changed[0]}")
+    cmd_gt_images(argparse.Namespace(manifest=manifest, folder="flow_gt_image", name="manifest_gtflow.jsonl"))
+    info = {"motion": motion.model_dump(mode="json"), "frames": len(ours), "render_s": round(rendered, 1),
+            "encode_s": round(encoded, 1), "frame_t_identical_to": str(base_dir)}
+    (args.out / "variant.json").write_text(json.dumps(info, indent=2))
+    print(json.dumps(info))
+
+
 # ------------------------------------------------------------------------------------------------- rows
 
 
@@ -223,7 +262,7 @@ def cmd_rows(args: argparse.Namespace) -> None:
             "compare", "--modality", "flow", "--manifest", args.manifest, "--out", runs / "compare-flow",
             "--rgb-run", demo / "runs" / "rgb", "--transfer", runs / "transfer-flow" / "checkpoint.pt",
             "--control", runs / "control-flow" / "checkpoint.pt", "--seeds", *map(str, args.seeds),
-            "--device", "cpu", *common], env=env)
+            *(["--proposals", args.proposals] if args.proposals else []), "--device", "cpu", *common], env=env)
         timings["compare-flow"] = round(time.perf_counter() - t0, 1)
     report = (runs / "compare-flow" / "report.md").read_text()
     (runs / "timings.json").write_text(json.dumps(timings, indent=2))
@@ -260,10 +299,17 @@ def main() -> None:
     r.add_argument("--out", type=Path, required=True, help="folder for the students, detectors and logs")
     r.add_argument("--profile", default="quick")
     r.add_argument("--seeds", type=int, nargs="+", default=[0])
+    r.add_argument("--proposals", type=Path, default=None, help="proposal cache (default: the manifest folder's)")
     r.add_argument("--threads", type=int, default=1,
                    help="OMP_NUM_THREADS of each process (1, as in the demo, reproduces its numbers)")
+    v = sub.add_parser("variant", help="the demo's flow splits rendered with other motion settings")
+    v.add_argument("--demo", type=Path, required=True, help="a finished `xmodal-demo --out` folder")
+    v.add_argument("--motion", default="{}", help='MotionConfig fields as JSON, e.g. \'{"camera_step_px": [2, 4]}\'')
+    v.add_argument("--out", type=Path, required=True, help="dataset folder of the variant")
+    v.add_argument("--workers", type=int, default=2)
     args = p.parse_args()
-    {"epe": cmd_epe, "gt-images": cmd_gt_images, "rows": cmd_rows}[args.command](args)
+    commands = {"epe": cmd_epe, "gt-images": cmd_gt_images, "rows": cmd_rows, "variant": cmd_variant}
+    commands[args.command](args)
 
 
 if __name__ == "__main__":

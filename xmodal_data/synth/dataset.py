@@ -33,6 +33,7 @@ from shared.manifest import FrameRecord, ManifestHeader, read_manifest, write_ma
 from xmodal_data.flow import write_flo
 from xmodal_data.synth.config import SPLIT_KINDS, SynthConfig
 from xmodal_data.synth.frames import frame_id, synthesize_frame
+from xmodal_data.synth.motion import MotionConfig
 
 __all__ = ["GENERATOR_VERSION", "MANIFEST_NAME", "generate_synth", "read_synth_config"]
 
@@ -106,6 +107,7 @@ def _check_config(out_dir: Path, config: SynthConfig) -> None:
     path = out_dir / _CONFIG_NAME
     if path.is_file():
         stored = json.loads(path.read_text(encoding="utf-8"))
+        stored.setdefault("motion", MotionConfig().model_dump(mode="json"))  # written before motion was a setting
         if stored != identity:
             changed = sorted(k for k in identity.keys() | stored.keys() if identity.get(k) != stored.get(k))
             raise ConfigError(
@@ -130,6 +132,7 @@ def read_synth_config(out_dir: Path) -> SynthConfig:
     if not path.is_file() or not manifest.is_file():
         raise ConfigError(f"{out_dir} is not a finished synth dataset (no {_CONFIG_NAME} or {MANIFEST_NAME})")
     stored = json.loads(path.read_text(encoding="utf-8"))
+    stored.setdefault("motion", MotionConfig().model_dump(mode="json"))
     version = stored.pop("generator_version", None)
     if version != GENERATOR_VERSION:
         raise ConfigError(f"{path} was written by synth generator version {version}; this is {GENERATOR_VERSION}")

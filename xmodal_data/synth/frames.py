@@ -15,8 +15,9 @@ from shared.manifest import ObjectBox
 from xmodal_data.synth.config import SPLIT_KINDS, SynthConfig
 from xmodal_data.synth.flow_gt import GroundTruthFlow, ground_truth_flow
 from xmodal_data.synth.labels import visible_boxes
+from xmodal_data.synth.motion import move_objects
 from xmodal_data.synth.render import Hits, cast_rays
-from xmodal_data.synth.sampling import move_objects, sample_scene
+from xmodal_data.synth.sampling import sample_scene
 from xmodal_data.synth.scene import Scene
 from xmodal_data.synth.sensor import kinect_depth, rgb_camera
 from xmodal_data.synth.shading import albedo_image, shade
@@ -90,7 +91,7 @@ def synthesize_frame(config: SynthConfig, split: str, index: int) -> SynthFrame:
         reflectance = albedo @ _LUMA
         raw_depth = kinect_depth(hits.depth, hits.cos_incidence, reflectance, intrinsics.fx, depth_rng, config.sensor)
     else:
-        next_scene = move_objects(scene, motion_rng, intrinsics)
+        next_scene = move_objects(scene, motion_rng, intrinsics, config.motion)
         rgb_next = render_view(next_scene, config, rgb_rng)[2]
         flow_gt = ground_truth_flow(scene, hits, next_scene, intrinsics)
     objects = None
