@@ -2,17 +2,17 @@
 
 Commands (``epe`` writes JSON + Markdown under ``bench/results/``; all print what they measured):
 
-``epe``: OpenCV DIS (what ``xmodal-data encode`` computes) against the renderer's exact flow (``flow_gt`` /
-``flow_occlusion`` of the manifest) on every flow frame: end-point error on the pixels whose point is
-visible at t+1, on moving-object pixels and on the static background (room and clutter), for the float DIS
-flow and for the stored flow image as a student reads it (1/16 px steps, saturating at +-8 px), next to what
-the ground truth holds: flow magnitudes, the objects' own motion (flow minus the flow the pixel would have if
-the object stood still), and each object's flow contrast with a 3-pixel ring of background around it (what
-makes an object stand out in a flow image). Frames are re-rendered from the dataset's ``synth_config.json``
-for the instance masks.
+``epe``: OpenCV DIS (what ``xmodal-data encode`` computes; other estimators with ``--methods``) against the
+renderer's exact flow (``flow_gt`` / ``flow_occlusion`` of the manifest) on every flow frame: end-point error
+on the pixels whose point is visible at t+1, on moving-object pixels and on the static background (room and
+clutter), for the float estimate and for the stored flow image as a student reads it (1/16 px steps,
+saturating at +-8 px), next to what the ground truth holds: flow magnitudes, the objects' own motion (flow
+minus the flow the pixel would have if the object stood still), and each object's flow contrast with a
+3-pixel ring of background around it (what makes an object stand out in a flow image). Frames are
+re-rendered from the dataset's ``synth_config.json`` for the instance masks.
 
-``gt-images``: flow images made from the ground-truth flow, and a manifest next to the original whose
-``flow`` points at them (the same frames, ids, RGB and proposals): the input of the ceiling row.
+``images``: flow images made from the ground-truth flow (or another estimator), and a manifest next to the
+original whose ``flow`` points at them (the same frames, ids, RGB and proposals): the input of the ceiling row.
 
 ``variant``: the demo dataset's flow splits rendered again with other motion settings (``MotionConfig`` fields
 as JSON) into a new folder, DIS-encoded, with ground-truth images; frame t is checked to be byte-identical to
@@ -24,7 +24,7 @@ two stores, train the flow student against each (transfer, control), then ``stud
 
 Usage:
     python -m bench.flow_diagnosis epe --manifest runs/demo/data/synth/manifest.jsonl
-    python -m bench.flow_diagnosis gt-images --manifest runs/demo/data/synth/manifest.jsonl
+    python -m bench.flow_diagnosis images --method gt --manifest runs/demo/data/synth/manifest.jsonl
     python -m bench.flow_diagnosis rows --demo runs/demo --manifest runs/demo/data/synth/manifest_gtflow.jsonl \\
         --out runs/flow-gt
     python -m bench.flow_diagnosis variant --demo runs/demo --motion '{"camera_step_px": [2, 4]}' --out runs/v1
@@ -54,6 +54,40 @@ _MIN_OBJECT_PX = 20  # objects seen by fewer pixels get no contrast (as the boxe
 _SUMS = ("visible", "object", "background")
 
 
+# ------------------------------------------------------------------------------------------------- estimators
+
+
+def _grey(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+
+
+def _dis_fine(rgb: np.ndarray, rgb_next: np.ndarray) -> np.ndarray:
+    """DIS preset medium but at full resolution with small dense patches (finest scale 0, patch 6, stride 2).
+
+    The medium preset stops at half resolution with 12-pixel patches every 8 pixels: at 96x128 that is a
+    flow field of ~6x8 patches, which blurs every object smaller than a patch into its background.
+    """
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    dis.setFinestScale(0)
+    dis.setPatchSize(6)
+    dis.setPatchStride(2)
+    return dis.calc(_grey(rgb), _grey(rgb_next), None)
+
+
+def _deepflow(rgb: np.ndarray, rgb_next: np.ndarray) -> np.ndarray:
+    return cv2.optflow.createOptFlow_DeepFlow().calc(_grey(rgb), _grey(rgb_next), None)
+
+
+def _dis(rgb: np.ndarray, rgb_next: np.ndarray) -> np.ndarray:
+    from xmodal_data.flow import compute_flow
+
+    return compute_flow(rgb, rgb_next, "dis")
+
+
+ESTIMATORS = {"dis": _dis, "dis-fine": _dis_fine, "deepflow": _deepflow}
+"""Flow estimators compared against the ground truth: ``dis`` is what ``xmodal-data encode`` computes."""
+
+
 # ------------------------------------------------------------------------------------------------- epe
 
 
@@ -77,21 +111,25 @@ def _contrasts(flow: np.ndarray, instance: np.ndarray, labels: list) -> list[flo
     return out
 
 
-def frame_stats(job: tuple[str, str, str, str, str | None, str, str]) -> dict:
+def frame_stats(job: tuple[str, str, str, str, str | None, str, str, tuple[str, ...]]) -> dict:
     """EPE sums and ground-truth statistics of one flow frame (worker task: paths in, plain numbers out)."""
     from shared.imageio import read_rgb
-    from xmodal_data.flow import compute_flow, read_flo
+    from xmodal_data.flow import read_flo
     from xmodal_data.synth.config import SynthConfig
     from xmodal_data.synth.flow_gt import ground_truth_flow, read_occlusion
     from xmodal_data.synth.frames import synthesize_frame
 
-    fid, config_json, rgb_path, next_path, image_path, gt_path, occ_path = job
+    fid, config_json, rgb_path, next_path, image_path, gt_path, occ_path, methods = job
     config = SynthConfig.model_validate_json(config_json)
     _, split, index = fid.split(".")
     frame = synthesize_frame(config, split, int(index))
     gt, visible = read_flo(gt_path).astype(np.float64), read_occlusion(occ_path) == 0
     rgb, rgb_next = read_rgb(rgb_path), read_rgb(next_path)
-    estimates = {"dis": compute_flow(rgb, rgb_next).astype(np.float64), "zero": np.zeros_like(gt)}
+    estimates, seconds = {"zero": np.zeros_like(gt)}, {}
+    for method in methods:
+        t0 = time.perf_counter()
+        estimates[method] = ESTIMATORS[method](rgb, rgb_next).astype(np.float64)
+        seconds[method] = time.perf_counter() - t0
     if image_path is not None:
         estimates["flow_image"] = _decode_flow_image(read_rgb(image_path)).astype(np.float64)
     labels = frame.scene.labels
@@ -102,15 +140,15 @@ def frame_stats(job: tuple[str, str, str, str, str | None, str, str]) -> dict:
     still = ground_truth_flow(frame.scene, frame.hits, static_next, config.intrinsics()).flow.astype(np.float64)
     magnitude = np.linalg.norm(gt, axis=-1)
     stats: dict = {"id": fid, "split": split, "pixels": {k: int(m.sum()) for k, m in masks.items()},
-                   "occluded_fraction": float(1 - visible.mean())}
+                   "occluded_fraction": float(1 - visible.mean()), "seconds": seconds}
     for name, est in estimates.items():
         epe = np.linalg.norm(est - gt, axis=-1)
         stats[f"epe_{name}"] = {k: float(epe[m].sum()) for k, m in masks.items()}
     stats["gt_magnitude"] = {k: float(magnitude[m].sum()) for k, m in masks.items()}
     stats["saturated"] = {k: int((np.abs(gt) > 7.9)[m].any(axis=-1).sum()) for k, m in masks.items()}
     stats["own_motion_object"] = float(np.linalg.norm(gt - still, axis=-1)[masks["object"]].sum())
-    stats["contrast_gt"] = _contrasts(gt, instance, labels)
-    stats["contrast_dis"] = _contrasts(estimates["dis"], instance, labels)
+    for name in ("gt", *methods, *(["flow_image"] if image_path is not None else [])):
+        stats[f"contrast_{name}"] = _contrasts(gt if name == "gt" else estimates[name], instance, labels)
     return stats
 
 
@@ -123,7 +161,8 @@ def _summary(frames: list[dict]) -> dict:
         out[key] = {k: sum(f[key][k] for f in frames) / max(pixels[k], 1) for k in _SUMS}
     out["saturated_fraction"] = {k: sum(f["saturated"][k] for f in frames) / max(pixels[k], 1) for k in _SUMS}
     out["own_motion_object"] = sum(f["own_motion_object"] for f in frames) / max(pixels["object"], 1)
-    for key in ("contrast_gt", "contrast_dis"):
+    out["ms_per_frame"] = {m: 1000 * float(np.mean([f["seconds"][m] for f in frames])) for m in frames[0]["seconds"]}
+    for key in [k for k in frames[0] if k.startswith("contrast_")]:
         values = np.array([c for f in frames for c in f[key]])
         out[key] = {"objects": int(values.size), "mean": float(values.mean()) if values.size else None,
                     "median": float(np.median(values)) if values.size else None,
@@ -131,18 +170,30 @@ def _summary(frames: list[dict]) -> dict:
     return out
 
 
-def _epe_markdown(summary: dict[str, dict]) -> str:
-    lines = ["| split | frames | EPE DIS: visible / objects / background (px) | EPE flow image | EPE zero flow "
-             "(= mean abs GT) | objects' own motion (px) | object contrast GT / DIS, median (px) "
-             "| objects < 0.5 px contrast (GT) | occluded |",
-             "|---|---|---|---|---|---|---|---|---|"]
+def _epe_markdown(summary: dict[str, dict], methods: tuple[str, ...]) -> str:
+    def triple(s: dict, key: str) -> str:
+        return " / ".join(f"{s[key][k]:.2f}" for k in _SUMS) if key in s else "n/a"
+
+    first = methods[0]
+    lines = [f"| split | frames | EPE {first}: visible / objects / background (px) | EPE flow image | EPE zero "
+             f"flow (= mean abs GT) | objects' own motion (px) | object contrast GT / {first} / flow image, median "
+             "(px) | objects < 0.5 px contrast (GT) | GT beyond +-7.9 px | occluded |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for split, s in summary.items():
-        def triple(key: str, s=s) -> str:
-            return " / ".join(f"{s[key][k]:.2f}" for k in _SUMS) if key in s else "n/a"
+        image = s.get("contrast_flow_image", {}).get("median")
         lines.append(
-            f"| {split} | {s['frames']} | {triple('epe_dis')} | {triple('epe_flow_image')} | {triple('epe_zero')} "
-            f"| {s['own_motion_object']:.2f} | {s['contrast_gt']['median']:.2f} / {s['contrast_dis']['median']:.2f} "
-            f"| {100 * s['contrast_gt']['below_0.5px']:.0f} % | {100 * s['occluded_fraction']:.1f} % |")
+            f"| {split} | {s['frames']} | {triple(s, f'epe_{first}')} | {triple(s, 'epe_flow_image')} "
+            f"| {triple(s, 'epe_zero')} | {s['own_motion_object']:.2f} | {s['contrast_gt']['median']:.2f} / "
+            f"{s[f'contrast_{first}']['median']:.2f} / {'n/a' if image is None else f'{image:.2f}'} "
+            f"| {100 * s['contrast_gt']['below_0.5px']:.0f} % | {100 * s['saturated_fraction']['visible']:.1f} % "
+            f"| {100 * s['occluded_fraction']:.1f} % |")
+    if len(methods) > 1:
+        s = summary["all"]
+        lines += ["", "| estimator (all flow frames) | EPE visible / objects / background (px) "
+                  "| object contrast, median (px) | ms per frame (1 core) |", "|---|---|---|---|"]
+        lines += [f"| {m} | {triple(s, f'epe_{m}')} | {s[f'contrast_{m}']['median']:.2f} | "
+                  f"{s['ms_per_frame'][m]:.0f} |" for m in methods]
+        lines.append(f"| ground truth | 0 / 0 / 0 | {s['contrast_gt']['median']:.2f} | |")
     return "\n".join(lines)
 
 
@@ -163,8 +214,8 @@ def cmd_epe(args: argparse.Namespace) -> None:
     frames, m = _flow_frames(args.manifest)
     config_json = read_synth_config(args.manifest.parent).model_dump_json()
     jobs = [(f.id, config_json, str(m.path(f.rgb)), str(m.path(f.rgb_next)),
-             str(m.path(f.flow)) if f.flow else None, str(m.path(f.flow_gt)), str(m.path(f.flow_occlusion)))
-            for f in frames if args.limit is None or int(f.id.split(".")[2]) < args.limit]
+             str(m.path(f.flow)) if f.flow else None, str(m.path(f.flow_gt)), str(m.path(f.flow_occlusion)),
+             tuple(args.methods)) for f in frames if args.limit is None or int(f.id.split(".")[2]) < args.limit]
     t0 = time.perf_counter()
     with ProcessPoolExecutor(args.workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
         stats = list(tqdm(pool.map(frame_stats, jobs, chunksize=8), total=len(jobs), desc="flow frames"))
@@ -173,30 +224,38 @@ def cmd_epe(args: argparse.Namespace) -> None:
     summary["all"] = _summary(stats)
     result = {"manifest": str(args.manifest), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
               "seconds": round(time.perf_counter() - t0, 1), "summary": summary}
-    _write(args.out, result, _epe_markdown(summary))
+    _write(args.out, result, _epe_markdown(summary, tuple(args.methods)))
 
 
-# ------------------------------------------------------------------------------------------------- gt-images
+# ------------------------------------------------------------------------------------------------- images
 
 
-def cmd_gt_images(args: argparse.Namespace) -> None:
+def _write_flow_image(job: tuple[str, str, str, str | None, str]) -> None:
+    """Worker task: one flow image from the ground truth or an estimator."""
     from shared.flow_image import encode_flow_image
-    from shared.imageio import write_image
-    from shared.manifest import write_manifest
+    from shared.imageio import read_rgb, write_image
     from xmodal_data.flow import read_flo
 
+    method, rgb, rgb_next, flow_gt, out = job
+    flow = read_flo(flow_gt) if method == "gt" else ESTIMATORS[method](read_rgb(rgb), read_rgb(rgb_next))
+    write_image(out, encode_flow_image(flow))
+
+
+def cmd_images(args: argparse.Namespace) -> None:
+    from shared.manifest import write_manifest
+
     frames, m = _flow_frames(args.manifest)
-    by_id = {f.id: f for f in frames}
-    out_frames = []
-    for f in tqdm(list(m), desc="gt flow images"):
-        if f.id in by_id:
-            rel = f"{args.folder}/{f.id}.png"
-            write_image(m.path(rel), encode_flow_image(read_flo(m.path(f.flow_gt))))
-            f = f.model_copy(update={"flow": rel})
-        out_frames.append(f)
-    out = args.manifest.parent / args.name
-    write_manifest(out, m.header, out_frames)
-    print(f"wrote {len(by_id)} ground-truth flow images under {m.path(args.folder)} and {out}")
+    folder = args.folder or f"flow_{args.method.replace('-', '_')}_image"
+    name = args.name or f"manifest_{args.method.replace('-', '_')}flow.jsonl"
+    jobs = [(args.method, str(m.path(f.rgb)), str(m.path(f.rgb_next)), str(m.path(f.flow_gt)),
+             str(m.path(f"{folder}/{f.id}.png"))) for f in frames]
+    with ProcessPoolExecutor(args.workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
+        list(tqdm(pool.map(_write_flow_image, jobs, chunksize=8), total=len(jobs), desc=f"{args.method} images"))
+    ids = {f.id for f in frames}
+    out = args.manifest.parent / name
+    write_manifest(out, m.header, [f.model_copy(update={"flow": f"{folder}/{f.id}.png"}) if f.id in ids else f
+                                   for f in m])
+    print(f"wrote {len(jobs)} {args.method} flow images under {m.path(folder)} and {out}")
 
 
 # ------------------------------------------------------------------------------------------------- variant
@@ -224,7 +283,7 @@ def cmd_variant(args: argparse.Namespace) -> None:
     changed = [f.id for f in ours if ours.path(f.rgb).read_bytes() != theirs.path(theirs[f.id].rgb).read_bytes()]
     if changed:
         raise SystemExit(f"frame t differs from the demo's for {len(changed)} frames, e.g. {changed[0]}")
-    cmd_gt_images(argparse.Namespace(manifest=manifest, folder="flow_gt_image", name="manifest_gtflow.jsonl"))
+    cmd_images(argparse.Namespace(manifest=manifest, method="gt", folder=None, name=None, workers=args.workers))
     info = {"motion": motion.model_dump(mode="json"), "frames": len(ours), "render_s": round(rendered, 1),
             "encode_s": round(encoded, 1), "frame_t_identical_to": str(base_dir)}
     (args.out / "variant.json").write_text(json.dumps(info, indent=2))
@@ -288,11 +347,17 @@ def main() -> None:
     e.add_argument("--manifest", type=Path, required=True, help="a synth manifest with flow_gt / flow_occlusion")
     e.add_argument("--workers", type=int, default=2)
     e.add_argument("--limit", type=int, default=None, help="only frames with index < LIMIT in each split")
+    e.add_argument("--methods", nargs="+", choices=sorted(ESTIMATORS), default=["dis"],
+                   help="flow estimators to compare (the first one gets the per-split table)")
     e.add_argument("--out", type=Path, default=RESULTS / "flow_diagnosis_epe.json")
-    g = sub.add_parser("gt-images", help="flow images from the ground truth + a manifest pointing at them")
+    g = sub.add_parser("images", help="flow images from the ground truth or an estimator + a manifest using them")
     g.add_argument("--manifest", type=Path, required=True)
-    g.add_argument("--folder", default="flow_gt_image", help="image folder, relative to the manifest's")
-    g.add_argument("--name", default="manifest_gtflow.jsonl", help="the new manifest, next to the original")
+    g.add_argument("--method", choices=["gt", *sorted(ESTIMATORS)], default="gt")
+    g.add_argument("--folder", default=None, help="image folder, relative to the manifest's "
+                   "(default flow_<method>_image)")
+    g.add_argument("--name", default=None, help="the new manifest, next to the original "
+                   "(default manifest_<method>flow.jsonl)")
+    g.add_argument("--workers", type=int, default=2)
     r = sub.add_parser("rows", help="flow students + flow comparison on a manifest, with a finished demo's teachers")
     r.add_argument("--demo", type=Path, required=True, help="a finished `xmodal-demo --out` folder")
     r.add_argument("--manifest", type=Path, required=True)
@@ -308,7 +373,7 @@ def main() -> None:
     v.add_argument("--out", type=Path, required=True, help="dataset folder of the variant")
     v.add_argument("--workers", type=int, default=2)
     args = p.parse_args()
-    commands = {"epe": cmd_epe, "gt-images": cmd_gt_images, "rows": cmd_rows, "variant": cmd_variant}
+    commands = {"epe": cmd_epe, "images": cmd_images, "rows": cmd_rows, "variant": cmd_variant}
     commands[args.command](args)
 
 

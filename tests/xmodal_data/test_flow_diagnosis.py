@@ -33,20 +33,22 @@ def _bench(*args):
 
 def test_epe_summary(tiny_manifest, tmp_path):
     out = tmp_path / "epe.json"
-    printed = _bench("epe", "--manifest", tiny_manifest, "--workers", "1", "--out", out)
+    printed = _bench("epe", "--manifest", tiny_manifest, "--workers", "1", "--out", out, "--methods", "dis", "dis-fine")
     summary = json.loads(out.read_text())["summary"]
     assert set(summary) == {"flow_transfer", "flow_train", "flow_test", "all"}
     assert summary["all"]["frames"] == 10 and "| all | 10 |" in printed
     for s in summary.values():
         # the end-point error of zero flow is the mean ground-truth magnitude, by definition
         assert s["epe_zero"] == pytest.approx(s["gt_magnitude"], rel=1e-9)
-        assert 0 < s["epe_dis"]["visible"] < 10 and s["epe_flow_image"]["visible"] >= 0
+        assert 0 < s["epe_dis"]["visible"] < 10 and 0 < s["epe_dis-fine"]["visible"] < 10
+        # the stored flow image is DIS, quantised: its error is DIS's, within the 1/32 px rounding
+        assert abs(s["epe_flow_image"]["visible"] - s["epe_dis"]["visible"]) < 0.05
         assert s["own_motion_object"] > 0.5 and s["contrast_gt"]["objects"] > 0
-    assert out.with_suffix(".md").read_text().startswith("| split |")
+    assert out.with_suffix(".md").read_text().startswith("| split |") and "| dis-fine |" in printed
 
 
 def test_gt_images_manifest_points_at_encoded_ground_truth(tiny_manifest):
-    _bench("gt-images", "--manifest", tiny_manifest)
+    _bench("images", "--method", "gt", "--manifest", tiny_manifest, "--workers", "1")
     before, after = read_manifest(tiny_manifest), read_manifest(tiny_manifest.parent / "manifest_gtflow.jsonl")
     assert [f.id for f in before] == [f.id for f in after]
     changed = 0
