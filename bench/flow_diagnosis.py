@@ -114,7 +114,7 @@ def _contrasts(flow: np.ndarray, instance: np.ndarray, labels: list) -> list[flo
 def frame_stats(job: tuple[str, str, str, str, str | None, str, str, tuple[str, ...]]) -> dict:
     """EPE sums and ground-truth statistics of one flow frame (worker task: paths in, plain numbers out)."""
     from shared.imageio import read_rgb
-    from xmodal_data.flow import read_flo
+    from xmodal_data.flow import read_flow_file
     from xmodal_data.synth.config import SynthConfig
     from xmodal_data.synth.flow_gt import ground_truth_flow, read_occlusion
     from xmodal_data.synth.frames import synthesize_frame
@@ -123,7 +123,7 @@ def frame_stats(job: tuple[str, str, str, str, str | None, str, str, tuple[str, 
     config = SynthConfig.model_validate_json(config_json)
     _, split, index = fid.split(".")
     frame = synthesize_frame(config, split, int(index))
-    gt, visible = read_flo(gt_path).astype(np.float64), read_occlusion(occ_path) == 0
+    gt, visible = read_flow_file(gt_path).astype(np.float64), read_occlusion(occ_path) == 0
     rgb, rgb_next = read_rgb(rgb_path), read_rgb(next_path)
     estimates, seconds = {"zero": np.zeros_like(gt)}, {}
     for method in methods:
@@ -234,10 +234,10 @@ def _write_flow_image(job: tuple[str, str, str, str | None, str]) -> None:
     """Worker task: one flow image from the ground truth or an estimator."""
     from shared.flow_image import encode_flow_image
     from shared.imageio import read_rgb, write_image
-    from xmodal_data.flow import read_flo
+    from xmodal_data.flow import read_flow_file
 
     method, rgb, rgb_next, flow_gt, out = job
-    flow = read_flo(flow_gt) if method == "gt" else ESTIMATORS[method](read_rgb(rgb), read_rgb(rgb_next))
+    flow = read_flow_file(flow_gt) if method == "gt" else ESTIMATORS[method](read_rgb(rgb), read_rgb(rgb_next))
     write_image(out, encode_flow_image(flow))
 
 

@@ -10,8 +10,9 @@ Boxes are ``[x1, y1, x2, y2]`` in pixels of the RGB image, pixel-edge coordinate
 column 0), x2/y2 exclusive, the torchvision convention. Depth PNGs are uint16 millimetres, 0 = missing.
 
 Optional ground truth of a clip (datasets that know it, e.g. the built-in synthetic one): ``flow_gt`` is the
-exact forward flow t -> t+1 at every pixel of frame t as a Middlebury ``.flo`` (float32 (u, v) pixels, the
-convention of :mod:`shared.flow_image`); ``flow_occlusion`` a uint8 single-channel PNG of the same size, 0 where
+exact forward flow t -> t+1 at every pixel of frame t (the convention of :mod:`shared.flow_image`), a KITTI
+16-bit flow PNG (``.png``: u, v at 1/64 px + a valid channel) or a Middlebury ``.flo`` (float32), told apart
+by the extension; ``flow_occlusion`` a uint8 single-channel PNG of the same size, 0 where
 the pixel's point is visible at t+1 and non-zero where it is not (1 hidden behind a surface, 2 out of the
 frame, 3 no surface at t). Trainers ignore both; they exist to measure flow estimates against.
 """

@@ -10,7 +10,7 @@ import pytest
 from bench.flow_diagnosis import REPO
 from shared.imageio import read_rgb
 from shared.manifest import read_manifest
-from xmodal_data.flow import read_flo
+from xmodal_data.flow import read_flow_file
 from xmodal_data.synth import SynthConfig, generate_synth
 
 TINY = SynthConfig.profile("tiny")
@@ -55,9 +55,9 @@ def test_gt_images_manifest_points_at_encoded_ground_truth(tiny_manifest):
     for a, b in zip(before, after, strict=True):
         assert a.model_copy(update={"flow": b.flow}) == b  # only the flow image differs
         if a.flow_gt is not None:
-            gt = read_flo(after.path(b.flow_gt))
+            gt = read_flow_file(after.path(b.flow_gt))
             decoded = (read_rgb(after.path(b.flow))[..., :2].astype(np.float64) - 128) / 16
             inside = (np.abs(gt) < 7.9).all(axis=-1)
-            assert np.abs(decoded - gt)[inside].max() <= 1 / 32 + 1e-6
+            assert np.abs(decoded - gt)[inside].max() <= 1 / 32 + 1e-6  # half a 1/16-pixel step
             changed += 1
     assert changed == 10

@@ -8,7 +8,7 @@ Layout under ``out_dir`` (paths in the manifest are relative to it)::
     depth/<id>.png            uint16 mm clean z-depth (depth frames)
     raw_depth/<id>.png        uint16 mm Kinect-like depth, 0 = missing (depth frames)
     rgb_next/<id>.png         uint8 RGB at t+1 (flow frames)
-    flow_gt/<id>.flo          exact forward flow t -> t+1, Middlebury .flo (flow frames)
+    flow_gt/<id>.png          exact forward flow t -> t+1, KITTI 16-bit flow PNG, 1/64 px (flow frames)
     flow_occlusion/<id>.png   uint8 visibility of each pixel's point at t+1, codes in
                               :data:`~xmodal_data.synth.flow_gt.OCCLUSION_CODES` (flow frames)
     records/<id>.json         the frame's manifest record, written after its images: a frame is done iff
@@ -30,8 +30,9 @@ from tqdm import tqdm
 from shared.errors import ConfigError
 from shared.imageio import write_depth_mm, write_image
 from shared.manifest import FrameRecord, ManifestHeader, read_manifest, write_manifest
-from xmodal_data.flow import write_flo
+from xmodal_data.flow import write_flow_png
 from xmodal_data.synth.config import SPLIT_KINDS, SynthConfig
+from xmodal_data.synth.flow_gt import NO_SURFACE
 from xmodal_data.synth.frames import frame_id, synthesize_frame
 from xmodal_data.synth.motion import MotionConfig
 
@@ -78,8 +79,8 @@ def _make_frame(out_dir: Path, config: SynthConfig, split: str, index: int) -> F
         paths["rgb_next"] = f"rgb_next/{fid}.png"
         write_image(out_dir / paths["rgb_next"], frame.rgb_next)
     if frame.flow_gt is not None:
-        paths |= {"flow_gt": f"flow_gt/{fid}.flo", "flow_occlusion": f"flow_occlusion/{fid}.png"}
-        write_flo(out_dir / paths["flow_gt"], frame.flow_gt.flow)
+        paths |= {"flow_gt": f"flow_gt/{fid}.png", "flow_occlusion": f"flow_occlusion/{fid}.png"}
+        write_flow_png(out_dir / paths["flow_gt"], frame.flow_gt.flow, frame.flow_gt.occlusion != NO_SURFACE)
         write_image(out_dir / paths["flow_occlusion"], frame.flow_gt.occlusion)
     record = FrameRecord(id=fid, split=split, intrinsics=config.intrinsics(), objects=frame.objects, **paths)
     path = _record_path(out_dir, fid)
