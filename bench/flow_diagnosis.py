@@ -16,7 +16,8 @@ original whose ``flow`` points at them (the same frames, ids, RGB and proposals)
 
 ``variant``: the demo dataset's flow splits rendered again with other motion settings (``MotionConfig`` fields
 as JSON) into a new folder, DIS-encoded, with ground-truth images; frame t is checked to be byte-identical to
-the demo's.
+the demo's. ``manifest_dis.jsonl`` / ``manifest_gtflow.jsonl`` there hold the variant's clips and the demo's
+other frames (by absolute path), for ``rows``.
 
 ``rows``: the flow half of ``xmodal-demo`` on a manifest, reusing a finished demo's teachers: serve the demo's
 two stores, train the flow student against each (transfer, control), then ``student-trainer compare
@@ -28,7 +29,7 @@ Usage:
     python -m bench.flow_diagnosis rows --demo runs/demo --manifest runs/demo/data/synth/manifest_gtflow.jsonl \\
         --out runs/flow-gt
     python -m bench.flow_diagnosis variant --demo runs/demo --motion '{"camera_step_px": [2, 4]}' --out runs/v1
-    python -m bench.flow_diagnosis rows --demo runs/demo --manifest runs/v1/manifest.jsonl --out runs/v1-rows \\
+    python -m bench.flow_diagnosis rows --demo runs/demo --manifest runs/v1/manifest_dis.jsonl --out runs/v1-dis \\
         --proposals runs/demo/data/synth/proposals_edge_boxes.npz
 """
 
@@ -260,10 +261,12 @@ def cmd_images(args: argparse.Namespace) -> None:
 
 # ------------------------------------------------------------------------------------------------- variant
 
+_PATH_FIELDS = ("rgb", "depth", "raw_depth", "hha", "rgb_next", "flow", "flow_gt", "flow_occlusion")
+
 
 def cmd_variant(args: argparse.Namespace) -> None:
     """Render the flow splits of the demo's dataset with other motion settings, encode DIS + ground-truth images."""
-    from shared.manifest import read_manifest
+    from shared.manifest import read_manifest, write_manifest
     from xmodal_data.encode import encode_manifest
     from xmodal_data.synth.config import SPLIT_KINDS
     from xmodal_data.synth.dataset import generate_synth, read_synth_config
@@ -283,7 +286,12 @@ def cmd_variant(args: argparse.Namespace) -> None:
     changed = [f.id for f in ours if ours.path(f.rgb).read_bytes() != theirs.path(theirs[f.id].rgb).read_bytes()]
     if changed:
         raise SystemExit(f"frame t differs from the demo's for {len(changed)} frames, e.g. {changed[0]}")
-    cmd_images(argparse.Namespace(manifest=manifest, method="gt", folder=None, name=None, workers=args.workers))
+    # The comparison also needs the demo's other splits (its RGB detector is evaluated through them): the same
+    # frames, by absolute path; then the ground-truth flow images of the variant's clips.
+    others = [f.model_copy(update={k: str(theirs.path(v)) for k in _PATH_FIELDS if (v := getattr(f, k))})
+              for f in theirs if f.id not in ours]
+    combined = write_manifest(args.out / "manifest_dis.jsonl", theirs.header, [*ours, *others])
+    cmd_images(argparse.Namespace(manifest=combined, method="gt", folder=None, name=None, workers=args.workers))
     info = {"motion": motion.model_dump(mode="json"), "frames": len(ours), "render_s": round(rendered, 1),
             "encode_s": round(encoded, 1), "frame_t_identical_to": str(base_dir)}
     (args.out / "variant.json").write_text(json.dumps(info, indent=2))

@@ -18,7 +18,7 @@ TINY = SynthConfig.profile("tiny")
 
 @pytest.fixture(scope="module")
 def tiny_manifest(tmp_path_factory):
-    out = tmp_path_factory.mktemp("synth_diag")
+    out = tmp_path_factory.mktemp("demo") / "data" / "synth"  # the layout of an `xmodal-demo --out` folder
     generate_synth(out, TINY, workers=1, progress=False)
     from xmodal_data.encode import encode_manifest
 
@@ -61,3 +61,20 @@ def test_gt_images_manifest_points_at_encoded_ground_truth(tiny_manifest):
             assert np.abs(decoded - gt)[inside].max() <= 1 / 32 + 1e-6  # half a 1/16-pixel step
             changed += 1
     assert changed == 10
+
+
+def test_variant_changes_the_clips_not_frame_t(tiny_manifest, tmp_path):
+    demo = tiny_manifest.parents[2]
+    _bench("variant", "--demo", demo, "--motion", '{"camera_step_px": [3, 5]}', "--out", tmp_path / "v",
+           "--workers", "1")
+    base, variant = read_manifest(tiny_manifest), read_manifest(tmp_path / "v" / "manifest_dis.jsonl")
+    assert [f.id for f in variant] == [f.id for f in base if f.rgb_next] + [f.id for f in base if not f.rgb_next]
+    assert read_manifest(tmp_path / "v" / "manifest_gtflow.jsonl").splits() == base.splits()
+    for f in variant:
+        ours, theirs = variant.path(f.rgb).read_bytes(), base.path(base[f.id].rgb).read_bytes()
+        assert ours == theirs
+        if f.rgb_next:
+            assert variant.path(f.rgb_next).read_bytes() != base.path(base[f.id].rgb_next).read_bytes()
+        else:
+            assert variant.path(f.rgb) == base.path(base[f.id].rgb)  # the demo's own file
+    assert json.loads((tmp_path / "v" / "variant.json").read_text())["motion"]["camera_step_px"] == [3.0, 5.0]
