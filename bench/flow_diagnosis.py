@@ -58,35 +58,24 @@ _SUMS = ("visible", "object", "background")
 # ------------------------------------------------------------------------------------------------- estimators
 
 
-def _grey(rgb: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+def _estimator(method: str):
+    def estimate(rgb: np.ndarray, rgb_next: np.ndarray) -> np.ndarray:
+        from xmodal_data.flow import compute_flow
 
+        return compute_flow(rgb, rgb_next, method)
 
-def _dis_fine(rgb: np.ndarray, rgb_next: np.ndarray) -> np.ndarray:
-    """DIS preset medium but at full resolution with small dense patches (finest scale 0, patch 6, stride 2).
-
-    The medium preset stops at half resolution with 12-pixel patches every 8 pixels: at 96x128 that is a
-    flow field of ~6x8 patches, which blurs every object smaller than a patch into its background.
-    """
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-    dis.setFinestScale(0)
-    dis.setPatchSize(6)
-    dis.setPatchStride(2)
-    return dis.calc(_grey(rgb), _grey(rgb_next), None)
+    return estimate
 
 
 def _deepflow(rgb: np.ndarray, rgb_next: np.ndarray) -> np.ndarray:
-    return cv2.optflow.createOptFlow_DeepFlow().calc(_grey(rgb), _grey(rgb_next), None)
+    grey = [cv2.cvtColor(x, cv2.COLOR_RGB2GRAY) for x in (rgb, rgb_next)]
+    return cv2.optflow.createOptFlow_DeepFlow().calc(*grey, None)
 
 
-def _dis(rgb: np.ndarray, rgb_next: np.ndarray) -> np.ndarray:
-    from xmodal_data.flow import compute_flow
-
-    return compute_flow(rgb, rgb_next, "dis")
-
-
-ESTIMATORS = {"dis": _dis, "dis-fine": _dis_fine, "deepflow": _deepflow}
-"""Flow estimators compared against the ground truth: ``dis`` is what ``xmodal-data encode`` computes."""
+ESTIMATORS = {"dis": _estimator("dis"), "dis-fine": _estimator("dis-fine"), "farneback": _estimator("farneback"),
+              "deepflow": _deepflow}
+"""Flow estimators compared against the ground truth: ``dis`` is what ``xmodal-data encode`` computes by default,
+``dis-fine`` and ``farneback`` its other methods, DeepFlow (OpenCV contrib) a slower variational reference."""
 
 
 # ------------------------------------------------------------------------------------------------- epe

@@ -34,7 +34,8 @@ class EncodeSettings(BaseSettings):
 
     manifest: Path = Field(description="manifest to encode; rewritten in place with hha/flow paths")
     modalities: list[Literal["hha", "flow"]] = Field(["hha", "flow"], description="what to encode")
-    flow_method: Literal["dis", "farneback"] = Field("dis", description="optical flow algorithm")
+    flow_method: Literal["dis", "dis-fine", "farneback"] = Field(
+        "dis", description="optical flow algorithm (dis-fine: DIS down to full resolution, for small frames)")
     workers: int | None = Field(None, ge=1, description="processes (default: all cores)")
     progress: bool = Field(True, description="show a progress bar")
 

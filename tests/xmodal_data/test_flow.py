@@ -216,7 +216,7 @@ def test_flow_image_from_pair_size_mismatch_names_both_files(tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("a", "b", "method", "match"),
     [
-        (_texture(), _texture(), "raft", r"unknown flow method 'raft': expected one of 'dis', 'farneback'"),
+        (_texture(), _texture(), "raft", r"unknown flow method 'raft': expected one of 'dis', 'dis-fine', 'farneback'"),
         (_texture(), _texture(120, 160), "dis", "same shape"),
         (_texture().astype(np.float32), _texture().astype(np.float32), "dis", "uint8"),
         (_texture()[..., :2].copy(), _texture()[..., :2].copy(), "dis", r"\(H, W, 3\)"),
