@@ -295,7 +295,8 @@ def cmd_rows(args: argparse.Namespace) -> None:
 
     demo, runs = args.demo, args.out
     common = ["--profile", args.profile, "--no-progress"]
-    timings: dict[str, float] = {}
+    stamp = runs / "timings.json"  # wall seconds per stage, kept across resumed runs
+    timings: dict[str, float] = json.loads(stamp.read_text()) if stamp.is_file() else {}
     env = {"OMP_NUM_THREADS": str(args.threads)}
     with ProcessGroup(runs / "logs") as procs:
         for store, name in (("store", "transfer-flow"), ("store-untrained", "control-flow")):
@@ -319,9 +320,9 @@ def cmd_rows(args: argparse.Namespace) -> None:
             "--rgb-run", demo / "runs" / "rgb", "--transfer", runs / "transfer-flow" / "checkpoint.pt",
             "--control", runs / "control-flow" / "checkpoint.pt", "--seeds", *map(str, args.seeds),
             *(["--proposals", args.proposals] if args.proposals else []), "--device", "cpu", *common], env=env)
-        timings["compare-flow"] = round(time.perf_counter() - t0, 1)
+        timings["compare-flow"] = round(timings.get("compare-flow", 0.0) + time.perf_counter() - t0, 1)
     report = (runs / "compare-flow" / "report.md").read_text()
-    (runs / "timings.json").write_text(json.dumps(timings, indent=2))
+    stamp.write_text(json.dumps(timings, indent=2))
     print(report)
     print(f"timings (s): {timings}")
 
