@@ -220,32 +220,11 @@ def cmd_epe(args: argparse.Namespace) -> None:
 # ------------------------------------------------------------------------------------------------- images
 
 
-def _write_flow_image(job: tuple[str, str, str, str | None, str]) -> None:
-    """Worker task: one flow image from the ground truth or an estimator."""
-    from shared.flow_image import encode_flow_image
-    from shared.imageio import read_rgb, write_image
-    from xmodal_data.flow import read_flow_file
-
-    method, rgb, rgb_next, flow_gt, out = job
-    flow = read_flow_file(flow_gt) if method == "gt" else ESTIMATORS[method](read_rgb(rgb), read_rgb(rgb_next))
-    write_image(out, encode_flow_image(flow))
-
-
 def cmd_images(args: argparse.Namespace) -> None:
-    from shared.manifest import write_manifest
+    from xmodal_data.encode import flow_image_manifest
 
-    frames, m = _flow_frames(args.manifest)
-    folder = args.folder or f"flow_{args.method.replace('-', '_')}_image"
-    name = args.name or f"manifest_{args.method.replace('-', '_')}flow.jsonl"
-    jobs = [(args.method, str(m.path(f.rgb)), str(m.path(f.rgb_next)), str(m.path(f.flow_gt)),
-             str(m.path(f"{folder}/{f.id}.png"))) for f in frames]
-    with ProcessPoolExecutor(args.workers, initializer=cv2.setNumThreads, initargs=(1,)) as pool:
-        list(tqdm(pool.map(_write_flow_image, jobs, chunksize=8), total=len(jobs), desc=f"{args.method} images"))
-    ids = {f.id for f in frames}
-    out = args.manifest.parent / name
-    write_manifest(out, m.header, [f.model_copy(update={"flow": f"{folder}/{f.id}.png"}) if f.id in ids else f
-                                   for f in m])
-    print(f"wrote {len(jobs)} {args.method} flow images under {m.path(folder)} and {out}")
+    out = flow_image_manifest(args.manifest, args.method, args.folder, args.name, args.workers, progress=True)
+    print(f"wrote {args.method} flow images and {out}")
 
 
 # ------------------------------------------------------------------------------------------------- variant
@@ -350,7 +329,7 @@ def main() -> None:
     e.add_argument("--out", type=Path, default=RESULTS / "flow_diagnosis_epe.json")
     g = sub.add_parser("images", help="flow images from the ground truth or an estimator + a manifest using them")
     g.add_argument("--manifest", type=Path, required=True)
-    g.add_argument("--method", choices=["gt", *sorted(ESTIMATORS)], default="gt")
+    g.add_argument("--method", choices=["gt", "dis", "dis-fine", "farneback"], default="gt")
     g.add_argument("--folder", default=None, help="image folder, relative to the manifest's "
                    "(default flow_<method>_image)")
     g.add_argument("--name", default=None, help="the new manifest, next to the original "

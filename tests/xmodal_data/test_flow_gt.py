@@ -266,3 +266,44 @@ def test_read_synth_config_gives_back_the_config_that_made_the_folder(tiny_dir, 
     assert read_synth_config(tiny_dir) == TINY
     with pytest.raises(ConfigError, match="not a finished synth dataset"):
         read_synth_config(tmp_path)
+
+
+def test_flow_image_manifest_from_ground_truth_and_from_an_estimator(tiny_dir, tmp_path):
+    import shutil
+
+    from shared.flow_image import encode_flow_image
+    from shared.imageio import read_rgb
+    from xmodal_data.encode import flow_image_manifest
+    from xmodal_data.flow import compute_flow
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dir, data)
+    original = read_manifest(data / "manifest.jsonl")
+    gt_path = flow_image_manifest(data / "manifest.jsonl", "gt", workers=1, progress=False)
+    fine_path = flow_image_manifest(data / "manifest.jsonl", "dis-fine", workers=1, progress=False)
+    assert (gt_path.name, fine_path.name) == ("manifest_gtflow.jsonl", "manifest_dis_fineflow.jsonl")
+    gt, fine = read_manifest(gt_path), read_manifest(fine_path)
+    for f in original:
+        a, b = gt[f.id], fine[f.id]
+        assert a.model_copy(update={"flow": f.flow}) == f == b.model_copy(update={"flow": f.flow})
+        if f.rgb_next is None:
+            assert a.flow is None and b.flow is None
+            continue
+        assert a.flow == f"flow_gt_image/{f.id}.png"
+        flow, _ = read_flow_png(original.path(f.flow_gt))
+        np.testing.assert_array_equal(read_rgb(gt.path(a.flow)), encode_flow_image(flow))
+        estimate = compute_flow(read_rgb(original.path(f.rgb)), read_rgb(original.path(f.rgb_next)), "dis-fine")
+        np.testing.assert_array_equal(read_rgb(fine.path(b.flow)), encode_flow_image(estimate))
+    with pytest.raises(ValueError, match="'raft'"):
+        flow_image_manifest(data / "manifest.jsonl", "raft")
+
+
+def test_flow_image_manifest_from_ground_truth_needs_it(tiny_dir, tmp_path):
+    from shared.manifest import write_manifest
+    from xmodal_data.encode import flow_image_manifest
+
+    m = read_manifest(tiny_dir / "manifest.jsonl")
+    clips = [f.model_copy(update={"flow_gt": None, "flow_occlusion": None}) for f in m if f.rgb_next]
+    path = write_manifest(tmp_path / "m.jsonl", m.header, clips)
+    with pytest.raises(DataError, match=r"10 clips have no flow_gt, e\.g\. 'synth\.flow_transfer\.0000000'"):
+        flow_image_manifest(path, "gt")
