@@ -63,7 +63,7 @@ class SynthConfig(BaseModel):
     min_visible_fraction: float = Field(0.1, ge=0, le=1, description="of the object's unoccluded in-image area")
     rgb_noise: float = Field(0.01, ge=0, description="std of RGB camera noise, fraction of full scale")
     sensor: KinectNoise = KinectNoise()
-    motion: MotionConfig = MotionConfig()
+    motion: MotionConfig = MotionConfig()  # how a flow clip moves from t to t+1 (never changes frame t)
 
     @field_validator("classes")
     @classmethod
