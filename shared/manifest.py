@@ -8,6 +8,13 @@ Format (one JSON object per line, UTF-8):
 Paths inside a manifest are relative to the manifest's own directory (absolute paths are allowed).
 Boxes are ``[x1, y1, x2, y2]`` in pixels of the RGB image, pixel-edge coordinates (0 = left edge of
 column 0), x2/y2 exclusive, the torchvision convention. Depth PNGs are uint16 millimetres, 0 = missing.
+
+Optional ground truth of a clip (datasets that know it, e.g. the built-in synthetic one): ``flow_gt`` is the
+exact forward flow t -> t+1 at every pixel of frame t (the convention of :mod:`shared.flow_image`), a KITTI
+16-bit flow PNG (``.png``: u, v at 1/64 px + a valid channel) or a Middlebury ``.flo`` (float32), told apart
+by the extension; ``flow_occlusion`` a uint8 single-channel PNG of the same size, 0 where
+the pixel's point is visible at t+1 and non-zero where it is not (1 hidden behind a surface, 2 out of the
+frame, 3 no surface at t). Trainers ignore both; they exist to measure flow estimates against.
 """
 
 from __future__ import annotations
@@ -75,7 +82,8 @@ class FrameRecord(BaseModel):
     ``objects`` is ``None`` for unlabelled frames and a (possibly empty) list for labelled ones.
     ``rgb_next`` is frame t+1 of a clip (flow pairs); ``flow`` the encoded flow image of (t, t+1); ``flow_mirror``
     the flow image of the mirrored pair (flip(t), flip(t+1)): flow methods are not mirror-equivariant, so this, not a
-    flipped ``flow``, is the exact student input of a mirrored training sample.
+    flipped ``flow``, is the exact student input of a mirrored training sample; ``flow_gt`` / ``flow_occlusion`` its
+    optional ground-truth flow and visibility (module docstring).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -89,6 +97,8 @@ class FrameRecord(BaseModel):
     rgb_next: str | None = None
     flow: str | None = None
     flow_mirror: str | None = None
+    flow_gt: str | None = None
+    flow_occlusion: str | None = None
     intrinsics: Intrinsics | None = None
     objects: list[ObjectBox] | None = None
 
@@ -96,6 +106,8 @@ class FrameRecord(BaseModel):
     def _consistent(self) -> FrameRecord:
         if self.raw_depth is not None and self.depth is None:
             raise ValueError("raw_depth is given without depth")
+        if self.flow_occlusion is not None and self.flow_gt is None:
+            raise ValueError("flow_occlusion is given without flow_gt")
         if self.depth is not None and self.intrinsics is None:
             raise ValueError("a frame with depth needs intrinsics (HHA back-projects through the camera)")
         return self

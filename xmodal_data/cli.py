@@ -34,7 +34,8 @@ class EncodeSettings(BaseSettings):
 
     manifest: Path = Field(description="manifest to encode; rewritten in place with hha/flow paths")
     modalities: list[Literal["hha", "flow"]] = Field(["hha", "flow"], description="what to encode")
-    flow_method: Literal["dis", "farneback"] = Field("dis", description="optical flow algorithm")
+    flow_method: Literal["dis", "dis-fine", "farneback"] = Field(
+        "dis", description="optical flow algorithm (dis-fine: DIS down to full resolution, for small frames)")
     workers: int | None = Field(None, ge=1, description="processes (default: all cores)")
     progress: bool = Field(True, description="show a progress bar")
 
@@ -163,7 +164,7 @@ def _validate(s: ValidateSettings) -> None:
     m = read_manifest(s.manifest)
     missing = []
     if s.files:
-        fields = ("rgb", "depth", "raw_depth", "hha", "rgb_next", "flow")
+        fields = ("rgb", "depth", "raw_depth", "hha", "rgb_next", "flow", "flow_gt", "flow_occlusion")
         for f in m:
             missing += [f"{f.id}.{k}: {m.path(v)}" for k in fields if (v := getattr(f, k)) and not m.path(v).is_file()]
     print(f"{s.manifest}: dataset {m.header.dataset!r}, {len(m)} frames, splits {m.splits()}, classes {m.classes}")

@@ -13,7 +13,8 @@ def _frames():
     return [
         FrameRecord(id="demo.0001", split="train", rgb="rgb/0001.png", depth="depth/0001.png",
                     intrinsics=NYUD2_KINECT, objects=[ObjectBox(label="chair", box=(1, 2, 30, 40))]),
-        FrameRecord(id="demo.0002", split="test", rgb="rgb/0002.png", rgb_next="rgb/0003.png"),
+        FrameRecord(id="demo.0002", split="test", rgb="rgb/0002.png", rgb_next="rgb/0003.png",
+                    flow_gt="flow_gt/0002.flo", flow_occlusion="flow_occlusion/0002.png"),
     ]
 
 
@@ -26,6 +27,7 @@ def test_round_trip(tmp_path):
     assert m.splits() == {"train": 1, "test": 1}
     assert m.path("rgb/0001.png") == tmp_path / "rgb/0001.png"
     assert m.classes == ["chair", "table"]
+    assert m["demo.0002"].flow_gt == "flow_gt/0002.flo" and m["demo.0001"].flow_occlusion is None
     with pytest.raises(FrameNotFoundError, match=r"demo\.9999"):
         m["demo.9999"]
 
@@ -54,6 +56,7 @@ def _frame(**kw):
         (_frame(rgb=""), "rgb", "at least 1"),
         (_frame(objects=[{"label": "chair", "box": [10, 10, 5, 20]}]), "objects.0.box", "x2 > x1"),
         (_frame(depth="d.png"), None, "intrinsics"),
+        (_frame(flow_occlusion="o.png"), None, "flow_occlusion is given without flow_gt"),
         (_frame(colour="x.png"), "colour", "Extra inputs"),
         ("{not json", None, "not valid JSON"),
         ("[1, 2]", None, "expected a JSON object"),

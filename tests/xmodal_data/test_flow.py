@@ -11,7 +11,16 @@ import pytest
 from shared.errors import DataError, ImageReadError
 from shared.flow_image import encode_flow_image, flip_flow, flip_flow_image
 from shared.imageio import read_rgb, write_image
-from xmodal_data.flow import FLOW_METHODS, compute_flow, flow_image_from_pair, read_flo, write_flo
+from xmodal_data.flow import (
+    FLOW_METHODS,
+    compute_flow,
+    flow_image_from_pair,
+    read_flo,
+    read_flow_file,
+    read_flow_png,
+    write_flo,
+    write_flow_png,
+)
 
 # Real consecutive frames (RAFT's demo images): DAVIS 1920x1080, KITTI 1242x375, MPI Sintel 1024x436.
 # Downscaled so each flow takes a few tens of milliseconds.
@@ -153,6 +162,33 @@ def test_corrupt_flo_names_the_file(tmp_path: Path, mutate, match: str) -> None:
     assert "bad.flo" in str(info.value)
 
 
+def test_flow_png_round_trip_in_the_kitti_layout(tmp_path: Path) -> None:
+    flow = np.random.default_rng(3).normal(0, 20, (7, 11, 2)).astype(np.float32)
+    valid = np.random.default_rng(4).random((7, 11)) > 0.2
+    path = write_flow_png(tmp_path / "sub" / "a.png", flow, valid)
+    back, known = read_flow_png(path)
+    assert back.dtype == np.float32 and np.array_equal(known, valid)
+    assert np.abs(back - flow)[valid].max() <= 1 / 128 + 1e-6 and (back[~valid] == 0).all()
+    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # B, G, R = valid, v, u as KITTI's devkit reads them
+    assert raw.dtype == np.uint16
+    np.testing.assert_array_equal(raw[..., 2], np.rint(np.where(valid, flow[..., 0], 0) * 64 + 32768))
+    np.testing.assert_array_equal(raw[..., 1], np.rint(np.where(valid, flow[..., 1], 0) * 64 + 32768))
+    np.testing.assert_array_equal(raw[..., 0], valid)
+    np.testing.assert_array_equal(read_flow_file(path), back)
+    assert [p.name for p in path.parent.iterdir()] == ["a.png"]
+
+
+def test_flow_png_rejects_what_it_cannot_hold(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="512"):
+        write_flow_png(tmp_path / "big.png", np.full((2, 2, 2), 600.0, np.float32))
+    write_image(tmp_path / "rgb.png", np.zeros((2, 2, 3), np.uint8))
+    with pytest.raises(DataError, match="16-bit") as info:
+        read_flow_png(tmp_path / "rgb.png")
+    assert "rgb.png" in str(info.value)
+    with pytest.raises(DataError, match=r"unknown format '\.npy'"):
+        read_flow_file(tmp_path / "flow.npy")
+
+
 def test_missing_flo_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="does not exist"):
         read_flo(tmp_path / "nope.flo")
@@ -180,7 +216,7 @@ def test_flow_image_from_pair_size_mismatch_names_both_files(tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("a", "b", "method", "match"),
     [
-        (_texture(), _texture(), "raft", r"unknown flow method 'raft': expected one of 'dis', 'farneback'"),
+        (_texture(), _texture(), "raft", r"unknown flow method 'raft': expected one of 'dis', 'dis-fine', 'farneback'"),
         (_texture(), _texture(120, 160), "dis", "same shape"),
         (_texture().astype(np.float32), _texture().astype(np.float32), "dis", "uint8"),
         (_texture()[..., :2].copy(), _texture()[..., :2].copy(), "dis", r"\(H, W, 3\)"),

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from shared.camera import Intrinsics
 from shared.errors import ConfigError
 from xmodal_data.synth.catalogue import SHAPE_CLASSES
+from xmodal_data.synth.motion import MotionConfig
 from xmodal_data.synth.sensor import KinectNoise
 
 __all__ = ["PROFILES", "SPLIT_KINDS", "SplitCounts", "SynthConfig"]
@@ -62,6 +63,7 @@ class SynthConfig(BaseModel):
     min_visible_fraction: float = Field(0.1, ge=0, le=1, description="of the object's unoccluded in-image area")
     rgb_noise: float = Field(0.01, ge=0, description="std of RGB camera noise, fraction of full scale")
     sensor: KinectNoise = KinectNoise()
+    motion: MotionConfig = MotionConfig()  # how a flow clip moves from t to t+1 (never changes frame t)
 
     @field_validator("classes")
     @classmethod

@@ -8,6 +8,9 @@ Layout under ``out_dir`` (paths in the manifest are relative to it)::
     depth/<id>.png            uint16 mm clean z-depth (depth frames)
     raw_depth/<id>.png        uint16 mm Kinect-like depth, 0 = missing (depth frames)
     rgb_next/<id>.png         uint8 RGB at t+1 (flow frames)
+    flow_gt/<id>.png          exact forward flow t -> t+1, KITTI 16-bit flow PNG, 1/64 px (flow frames)
+    flow_occlusion/<id>.png   uint8 visibility of each pixel's point at t+1, codes in
+                              :data:`~xmodal_data.synth.flow_gt.OCCLUSION_CODES` (flow frames)
     records/<id>.json         the frame's manifest record, written after its images: a frame is done iff
                               its record and every file it names exist
 """
@@ -27,11 +30,14 @@ from tqdm import tqdm
 from shared.atomic import write_text_atomic
 from shared.errors import ConfigError
 from shared.imageio import write_depth_mm, write_image
-from shared.manifest import FrameRecord, ManifestHeader, write_manifest
-from xmodal_data.synth.config import SynthConfig
+from shared.manifest import FrameRecord, ManifestHeader, read_manifest, write_manifest
+from xmodal_data.flow import write_flow_png
+from xmodal_data.synth.config import SPLIT_KINDS, SynthConfig
+from xmodal_data.synth.flow_gt import NO_SURFACE
 from xmodal_data.synth.frames import frame_id, synthesize_frame
+from xmodal_data.synth.motion import MotionConfig
 
-__all__ = ["GENERATOR_VERSION", "MANIFEST_NAME", "generate_synth"]
+__all__ = ["GENERATOR_VERSION", "MANIFEST_NAME", "generate_synth", "read_synth_config"]
 
 GENERATOR_VERSION = 1
 """Bump when the same config would render different pixels, so stale directories are not resumed."""
@@ -54,7 +60,9 @@ def _done_record(out_dir: Path, fid: str) -> FrameRecord | None:
         record = FrameRecord.model_validate_json(path.read_text(encoding="utf-8"))
     except ValueError:
         return None
-    files = [record.rgb, record.depth, record.raw_depth, record.rgb_next]
+    if record.rgb_next is not None and record.flow_gt is None:
+        return None  # made before ground-truth flow was written: the same pixels, plus the new files
+    files = [record.rgb, record.depth, record.raw_depth, record.rgb_next, record.flow_gt, record.flow_occlusion]
     return record if all((out_dir / f).is_file() for f in files if f is not None) else None
 
 
@@ -71,6 +79,10 @@ def _make_frame(out_dir: Path, config: SynthConfig, split: str, index: int) -> F
     if frame.rgb_next is not None:
         paths["rgb_next"] = f"rgb_next/{fid}.png"
         write_image(out_dir / paths["rgb_next"], frame.rgb_next)
+    if frame.flow_gt is not None:
+        paths |= {"flow_gt": f"flow_gt/{fid}.png", "flow_occlusion": f"flow_occlusion/{fid}.png"}
+        write_flow_png(out_dir / paths["flow_gt"], frame.flow_gt.flow, frame.flow_gt.occlusion != NO_SURFACE)
+        write_image(out_dir / paths["flow_occlusion"], frame.flow_gt.occlusion)
     record = FrameRecord(id=fid, split=split, intrinsics=config.intrinsics(), objects=frame.objects, **paths)
     write_text_atomic(_record_path(out_dir, fid), record.model_dump_json(exclude_none=True), durable=False)
     return record
@@ -93,6 +105,7 @@ def _check_config(out_dir: Path, config: SynthConfig) -> None:
     path = out_dir / _CONFIG_NAME
     if path.is_file():
         stored = json.loads(path.read_text(encoding="utf-8"))
+        stored.setdefault("motion", MotionConfig().model_dump(mode="json"))  # written before motion was a setting
         if stored != identity:
             changed = sorted(k for k in identity.keys() | stored.keys() if identity.get(k) != stored.get(k))
             raise ConfigError(
@@ -101,6 +114,25 @@ def _check_config(out_dir: Path, config: SynthConfig) -> None:
             )
         return
     write_text_atomic(path, json.dumps(identity, indent=2))
+
+
+def read_synth_config(out_dir: Path) -> SynthConfig:
+    """The config a synth dataset folder was made with (to re-render its frames), split counts from its manifest.
+
+    Raises:
+        ConfigError: no ``synth_config.json`` / manifest there, or one made by another generator version.
+    """
+    out_dir = Path(out_dir)
+    path, manifest = out_dir / _CONFIG_NAME, out_dir / MANIFEST_NAME
+    if not path.is_file() or not manifest.is_file():
+        raise ConfigError(f"{out_dir} is not a finished synth dataset (no {_CONFIG_NAME} or {MANIFEST_NAME})")
+    stored = json.loads(path.read_text(encoding="utf-8"))
+    stored.setdefault("motion", MotionConfig().model_dump(mode="json"))
+    version = stored.pop("generator_version", None)
+    if version != GENERATOR_VERSION:
+        raise ConfigError(f"{path} was written by synth generator version {version}; this is {GENERATOR_VERSION}")
+    counts = read_manifest(manifest).splits()
+    return SynthConfig.model_validate({**stored, "splits": {name: counts.get(name, 0) for name in SPLIT_KINDS}})
 
 
 def generate_synth(out_dir: Path, config: SynthConfig, workers: int | None = None, progress: bool = True) -> Path:

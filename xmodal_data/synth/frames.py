@@ -13,9 +13,11 @@ import numpy as np
 
 from shared.manifest import ObjectBox
 from xmodal_data.synth.config import SPLIT_KINDS, SynthConfig
+from xmodal_data.synth.flow_gt import GroundTruthFlow, ground_truth_flow
 from xmodal_data.synth.labels import visible_boxes
+from xmodal_data.synth.motion import move_objects
 from xmodal_data.synth.render import Hits, cast_rays
-from xmodal_data.synth.sampling import move_objects, sample_scene
+from xmodal_data.synth.sampling import sample_scene
 from xmodal_data.synth.scene import Scene
 from xmodal_data.synth.sensor import kinect_depth, rgb_camera
 from xmodal_data.synth.shading import albedo_image, shade
@@ -34,6 +36,7 @@ class SynthFrame:
         rgb: (H, W, 3) uint8 at t. depth: (H, W) float64 clean z-depth, metres.
         raw_depth: (H, W) float64 Kinect-like depth, metres, 0 = missing (depth splits only, else None).
         next_scene, rgb_next: the scene and RGB at t+1 (flow splits only, else None).
+        flow_gt: the exact flow t -> t+1 and its occlusion codes (flow splits only, else None).
         objects: visible labelled objects at t (None for unlabelled splits).
     """
 
@@ -44,6 +47,7 @@ class SynthFrame:
     raw_depth: np.ndarray | None
     next_scene: Scene | None
     rgb_next: np.ndarray | None
+    flow_gt: GroundTruthFlow | None
     objects: list[ObjectBox] | None
 
 
@@ -82,13 +86,14 @@ def synthesize_frame(config: SynthConfig, split: str, index: int) -> SynthFrame:
         config.shared_appearance_prob,
     )
     hits, albedo, rgb = render_view(scene, config, rgb_rng)
-    raw_depth = next_scene = rgb_next = None
+    raw_depth = next_scene = rgb_next = flow_gt = None
     if kind == "depth":
         reflectance = albedo @ _LUMA
         raw_depth = kinect_depth(hits.depth, hits.cos_incidence, reflectance, intrinsics.fx, depth_rng, config.sensor)
     else:
-        next_scene = move_objects(scene, motion_rng, intrinsics)
+        next_scene = move_objects(scene, motion_rng, intrinsics, config.motion)
         rgb_next = render_view(next_scene, config, rgb_rng)[2]
+        flow_gt = ground_truth_flow(scene, hits, next_scene, intrinsics)
     objects = None
     if labelled:
         objects = visible_boxes(
@@ -96,5 +101,5 @@ def synthesize_frame(config: SynthConfig, split: str, index: int) -> SynthFrame:
         )
     return SynthFrame(
         scene=scene, hits=hits, rgb=rgb, depth=hits.depth, raw_depth=raw_depth, next_scene=next_scene,
-        rgb_next=rgb_next, objects=objects,
+        rgb_next=rgb_next, flow_gt=flow_gt, objects=objects,
     )

@@ -8,6 +8,7 @@ parameter of a hit *is* its z-depth (metres), not the distance along the ray.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +17,7 @@ from shared.camera import Intrinsics
 from xmodal_data.synth.geometry import Pose
 from xmodal_data.synth.scene import Scene
 
-__all__ = ["Hits", "camera_rays", "cast_rays"]
+__all__ = ["Hits", "camera_rays", "cast_rays", "ray_depths"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -56,21 +57,37 @@ def camera_rays(intrinsics: Intrinsics) -> np.ndarray:
     return np.stack([uu, vv, np.ones_like(uu)])
 
 
-def _screen_rect(
+def _screen_bounds(
     centre: np.ndarray, radius: float, camera: Pose, intrinsics: Intrinsics
-) -> tuple[slice, slice] | None:
-    """Rows/columns whose pixel centres may see a sphere (world centre, radius); None if none can."""
+) -> tuple[float, float, float, float] | None:
+    """Pixel-coordinate bounds (u0, u1, v0, v1) of a sphere's image (world centre, radius); None if behind.
+
+    Infinite bounds when the sphere reaches the camera plane (it may cover any pixel).
+    """
     x, y, z = camera.to_local(centre)
     if z + radius <= 0:
         return None
-    h, w = intrinsics.height, intrinsics.width
     if z - radius <= 1e-3:
-        return slice(0, h), slice(0, w)
+        return -math.inf, math.inf, -math.inf, math.inf
     # Over the sphere's bounding box x/z and y/z are monotonic in each coordinate: corners bound them.
     xs = [(x + sx) / (z + sz) for sx in (-radius, radius) for sz in (-radius, radius)]
     ys = [(y + sy) / (z + sz) for sy in (-radius, radius) for sz in (-radius, radius)]
     u0, u1 = intrinsics.cx + intrinsics.fx * min(xs), intrinsics.cx + intrinsics.fx * max(xs)
     v0, v1 = intrinsics.cy + intrinsics.fy * min(ys), intrinsics.cy + intrinsics.fy * max(ys)
+    return u0, u1, v0, v1
+
+
+def _screen_rect(
+    centre: np.ndarray, radius: float, camera: Pose, intrinsics: Intrinsics
+) -> tuple[slice, slice] | None:
+    """Rows/columns whose pixel centres may see a sphere (world centre, radius); None if none can."""
+    bounds = _screen_bounds(centre, radius, camera, intrinsics)
+    if bounds is None:
+        return None
+    h, w = intrinsics.height, intrinsics.width
+    u0, u1, v0, v1 = bounds
+    if not math.isfinite(u0):
+        return slice(0, h), slice(0, w)
     c0, c1 = max(0, math.ceil(u0)), min(w, math.floor(u1) + 1)
     r0, r1 = max(0, math.ceil(v0)), min(h, math.floor(v1) + 1)
     if c0 >= c1 or r0 >= r1:
@@ -78,14 +95,24 @@ def _screen_rect(
     return slice(r0, r1), slice(c0, c1)
 
 
-def cast_rays(scene: Scene, intrinsics: Intrinsics) -> Hits:
-    """Ray cast ``scene`` through a pinhole camera with ``intrinsics``; see :class:`Hits`."""
-    h, w = intrinsics.height, intrinsics.width
+_Region = Callable[[np.ndarray, float], tuple | None]
+"""(world centre, radius) of a bounding sphere -> index into the ray array of the rays that may hit it."""
+
+
+def _trace(
+    scene: Scene, dirs: np.ndarray, region_of: _Region
+) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int, int]], np.ndarray]:
+    """Closest hit along rays from the camera centre with world directions ``dirs`` (3, ...).
+
+    Returns:
+        t_best (...) float64 ray parameter of the closest hit (inf: none); prim (...) int32 index into the
+        table of (surface index, object index or -1, part index or -1), -1 where nothing is hit; the table;
+        amodal (n_objects,) int64 rays that hit each object ignoring the others.
+    """
+    shape = dirs.shape[1:]
     origin = scene.camera.position
-    dirs = scene.camera.to_world_dirs(camera_rays(intrinsics))
-    t_best = np.full((h, w), np.inf)
-    prim = np.full((h, w), -1, dtype=np.int32)
-    # Primitive table: (surface index, object index or -1, part index or -1); the plane index is the surface.
+    t_best = np.full(shape, np.inf)
+    prim = np.full(shape, -1, dtype=np.int32)
     table: list[tuple[int, int, int]] = []
 
     for i, plane in enumerate(scene.planes):
@@ -99,23 +126,62 @@ def cast_rays(scene: Scene, intrinsics: Intrinsics) -> Hits:
     n_planes = len(scene.planes)
     amodal = np.zeros(len(scene.objects), dtype=np.int64)
     for k, obj in enumerate(scene.objects):
-        seen = np.zeros((h, w), dtype=bool)
+        seen = np.zeros(shape, dtype=bool)
         local_origin = obj.pose.to_local(origin)
         for j, part in enumerate(obj.parts):
             centre, radius = part.shape.bounds()
-            rect = _screen_rect(
-                obj.pose.rotation @ (centre + part.offset) + obj.pose.position, radius, scene.camera, intrinsics
-            )
-            if rect is None:
+            region = region_of(obj.pose.rotation @ (centre + part.offset) + obj.pose.position, radius)
+            if region is None:
                 continue
-            t = part.shape.intersect(local_origin - np.asarray(part.offset), obj.pose.to_local_dirs(dirs[:, *rect]))
-            seen[rect] |= np.isfinite(t)
-            best = t_best[rect]
+            local_dirs = obj.pose.to_local_dirs(dirs[(slice(None), *region)])
+            t = part.shape.intersect(local_origin - np.asarray(part.offset), local_dirs)
+            seen[region] |= np.isfinite(t)
+            best = t_best[region]
             closer = t < best
-            best[closer] = t[closer]
-            prim[rect][closer] = len(table)
+            t_best[region] = np.where(closer, t, best)
+            prim[region] = np.where(closer, len(table), prim[region])
             table.append((n_planes + k, k, j))
         amodal[k] = seen.sum()
+    return t_best, prim, table, amodal
+
+
+def ray_depths(scene: Scene, intrinsics: Intrinsics, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Z-depth of the closest surface along the rays through sub-pixel positions of ``scene``'s camera.
+
+    The depth buffer of :func:`cast_rays` evaluated at any position, not only at pixel centres.
+
+    Args:
+        scene: what to ray cast.
+        intrinsics: its camera.
+        u, v: (N,) float pixel coordinates (column, row; 0-based, pixel centres at integers).
+
+    Returns:
+        (N,) float64 z-depth in metres, inf where the ray hits nothing.
+    """
+    u, v = np.asarray(u, dtype=np.float64), np.asarray(v, dtype=np.float64)
+    rays = np.stack([(u - intrinsics.cx) / intrinsics.fx, (v - intrinsics.cy) / intrinsics.fy, np.ones_like(u)])
+    dirs = scene.camera.to_world_dirs(rays)
+
+    def region_of(centre: np.ndarray, radius: float) -> tuple[np.ndarray] | None:
+        bounds = _screen_bounds(centre, radius, scene.camera, intrinsics)
+        if bounds is None:
+            return None
+        u0, u1, v0, v1 = bounds
+        inside = (u >= u0) & (u <= u1) & (v >= v0) & (v <= v1)
+        return (inside,) if inside.any() else None
+
+    return _trace(scene, dirs, region_of)[0]
+
+
+def cast_rays(scene: Scene, intrinsics: Intrinsics) -> Hits:
+    """Ray cast ``scene`` through a pinhole camera with ``intrinsics``; see :class:`Hits`."""
+    h, w = intrinsics.height, intrinsics.width
+    origin = scene.camera.position
+    dirs = scene.camera.to_world_dirs(camera_rays(intrinsics))
+    t_best, prim, table, amodal = _trace(
+        scene, dirs, lambda centre, radius: _screen_rect(centre, radius, scene.camera, intrinsics)
+    )
+    n_planes = len(scene.planes)
 
     hit = prim >= 0
     depth = np.where(hit, t_best, 0.0)

@@ -15,16 +15,13 @@ import numpy as np
 
 from shared.camera import Intrinsics
 from xmodal_data.synth.catalogue import CLASS_STYLES, CLUTTER_KINDS, SHAPE_CLASSES, footprint_radius, sample_parts
-from xmodal_data.synth.geometry import Pose, camera_pose, rot_x, rot_y, rot_z
+from xmodal_data.synth.geometry import Pose, camera_pose, rot_y
 from xmodal_data.synth.scene import PATTERNS, Light, Material, Part, Plane, Scene, SceneObject
 
-__all__ = ["Room", "move_objects", "sample_scene"]
+__all__ = ["Room", "sample_scene"]
 
 _GAP = 0.04  # metres kept free between objects and between objects and walls
 _DARK_PROB = 0.07  # objects painted near-black (the depth sensor loses them)
-_MOVE_PX = (2.0, 5.0)  # image motion of a moving object's base between t and t+1, pixels
-_TURN_DEG = (2.0, 8.0)  # its rotation about the vertical, degrees
-_JITTER_M, _JITTER_DEG = 0.004, 0.15  # camera shake between t and t+1 (std)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,28 +181,3 @@ def sample_scene(
         exposure=rng.uniform(0.85, 1.25),
     )
     return Scene(camera=camera, planes=planes, objects=tuple(objects), light=light)
-
-
-def move_objects(scene: Scene, rng: np.random.Generator, intrinsics: Intrinsics) -> Scene:
-    """The scene one video frame later: labelled objects slide on the floor by a few pixels' worth and
-    turn a little about the vertical, the camera shakes slightly, clutter and light stay."""
-    objects = []
-    for obj in scene.objects:
-        if obj.label is None:
-            objects.append(obj)
-            continue
-        z_cam = max(float(scene.camera.to_local(obj.pose.position)[2]), 0.5)
-        step = rng.uniform(*_MOVE_PX) * z_cam / intrinsics.fx
-        heading = rng.uniform(0, 2 * math.pi)
-        turn = math.radians(rng.uniform(*_TURN_DEG)) * rng.choice([-1.0, 1.0])
-        pose = Pose(
-            rotation=rot_y(turn) @ obj.pose.rotation,
-            position=obj.pose.position + step * np.array([math.cos(heading), 0.0, math.sin(heading)]),
-        )
-        objects.append(dataclasses.replace(obj, pose=pose))
-    shake = [math.radians(a) for a in rng.normal(0.0, _JITTER_DEG, 3)]
-    camera = Pose(
-        rotation=scene.camera.rotation @ rot_x(shake[0]) @ rot_y(shake[1]) @ rot_z(shake[2]),
-        position=scene.camera.position + rng.normal(0.0, _JITTER_M, 3),
-    )
-    return dataclasses.replace(scene, camera=camera, objects=tuple(objects))
