@@ -8,7 +8,7 @@ from pathlib import Path
 
 from shared.atomic import write_text_atomic
 
-__all__ = ["plot_transfer_curves", "timings_markdown", "write_demo_report"]
+__all__ = ["plot_transfer_curves", "store_line", "timings_markdown", "transfer_line", "write_demo_report"]
 
 
 def plot_transfer_curves(runs: dict[str, Path], path: Path) -> Path:
@@ -34,7 +34,8 @@ def plot_transfer_curves(runs: dict[str, Path], path: Path) -> Path:
     return path
 
 
-def _store_line(store: Path) -> str:
+def store_line(store: Path) -> str:
+    """One Markdown list item describing a feature store: teacher, map shape, frames, size, compression, norms."""
     try:
         meta = json.loads((store / "zarr.json").read_text())["attributes"]["xmodal"]
         col = json.loads((store / meta["collections"][0] / "zarr.json").read_text())["attributes"]["xmodal"]
@@ -47,6 +48,18 @@ def _store_line(store: Path) -> str:
             f"zeros, mean L2 norm {s.get('mean_l2_norm', 0):.2f}")
 
 
+def transfer_line(name: str, summary: Path) -> str | None:
+    """One Markdown list item with a student run's final loss, cosine, residual, speed and target waiting
+    (from its ``summary.json``); None when the run has not finished."""
+    if not summary.is_file():
+        return None
+    final = json.loads(summary.read_text()).get("final", {})
+    return (f"- `{name}`: final loss {final.get('loss', float('nan')):.3f}, cosine "
+            f"{final.get('cosine', float('nan')):.3f}, residual variance "
+            f"{final.get('residual', float('nan')):.2f}, {final.get('steps_per_s', 0):.2f} steps/s, "
+            f"waiting for targets {100 * final.get('wait_fraction', 0):.1f} % of the time")
+
+
 def write_demo_report(out: Path, runs: Path, data: Path, report: Path, timings: dict[str, dict[str, float]],
                       profile: str) -> Path:
     """Assemble ``report/report.md`` (+ PNGs) from the runs of the demo."""
@@ -57,18 +70,11 @@ def write_demo_report(out: Path, runs: Path, data: Path, report: Path, timings: 
         shutil.copy2(sheet, report / "contact_sheet.png")
         parts.append("![contact sheet](contact_sheet.png)\n")
     parts.append("## Teacher feature stores\n")
-    parts += [_store_line(out / s) for s in ("store", "store-untrained")]
+    parts += [store_line(out / s) for s in ("store", "store-untrained")]
     curves = {f"{p}-{m}": runs / f"{p}-{m}" / "metrics.jsonl" for p in ("transfer", "control") for m in ("hha", "flow")}
     plot_transfer_curves(curves, report / "transfer_curves.png")
     parts.append("\n## Supervision transfer\n\n![transfer curves](transfer_curves.png)\n")
-    for name in curves:
-        summary = runs / name / "summary.json"
-        if summary.is_file():
-            final = json.loads(summary.read_text()).get("final", {})
-            parts.append(f"- `{name}`: final loss {final.get('loss', float('nan')):.3f}, cosine "
-                         f"{final.get('cosine', float('nan')):.3f}, residual variance "
-                         f"{final.get('residual', float('nan')):.2f}, {final.get('steps_per_s', 0):.2f} steps/s, "
-                         f"waiting for targets {100 * final.get('wait_fraction', 0):.1f} % of the time")
+    parts += [line for name in curves if (line := transfer_line(name, runs / name / "summary.json"))]
     rgb = runs / "rgb" / "summary.json"
     if rgb.is_file():
         r = json.loads(rgb.read_text())
