@@ -43,7 +43,8 @@ def store_line(store: Path) -> str:
         return f"- `{store.name}`: not available"
     s = col.get("summary", {})
     return (f"- `{store.name}`: teacher `{meta['teacher']['arch']}` ({meta['teacher']['weights_digest'][:12]}), "
-            f"map {tuple(col['shape'])}, {s.get('frames_done', 0)} frames, {s.get('stored_bytes', 0) / 1e6:.1f} MB, "
+            f"map {tuple(col['shape'])} of {'x'.join(map(str, col.get('input_size', ())))} frames, "
+            f"{s.get('frames_done', 0)} frames, {s.get('stored_bytes', 0) / 1e6:.1f} MB, "
             f"compression {s.get('compression_ratio') or 0:.2f}x vs float32, {100 * s.get('zero_fraction', 0):.0f} % "
             f"zeros, mean L2 norm {s.get('mean_l2_norm', 0):.2f}")
 

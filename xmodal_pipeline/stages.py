@@ -85,15 +85,19 @@ def stores_complete(paths: Iterable[Path]) -> bool:
     return all(c.done().all() for s in stores for c in s.collections.values())
 
 
-def proposal_cache_complete(cache: Path) -> bool:
-    """The proposal cache ``student-trainer proposals`` writes exists and is marked complete."""
+def proposal_cache_complete(cache: Path, frame_ids: Iterable[str] = ()) -> bool:
+    """The proposal cache ``student-trainer proposals`` writes exists, is marked complete and holds ``frame_ids``
+    (several manifests can fill one cache: the complete flag alone says only that the last run finished)."""
     import numpy as np
 
     if not cache.is_file():
         return False
     try:
         with np.load(cache) as z:
-            return "meta" in z and bool(json.loads(str(z["meta"])).get("complete"))
+            if "meta" not in z or not json.loads(str(z["meta"])).get("complete"):
+                return False
+            wanted = set(frame_ids)
+            return not wanted or ("ids" in z and wanted <= set(z["ids"].tolist()))
     except (OSError, ValueError):
         return False
 

@@ -148,10 +148,11 @@ def write_nyud2_raw_scene(
     return names
 
 
-def write_labeled_scenes_mat(path: Path, scenes: Sequence[str]) -> Path:
-    """A v7.3 .mat holding only the labelled set's ``scenes`` (MATLAB Nx1 cell -> HDF5 (1, N) references)."""
-    with h5py.File(path, "w", userblock_size=512) as f:
-        refs = f.create_group("#refs#")
+def write_labeled_scenes_mat(path: Path, scenes: Sequence[str], mode: str = "w") -> Path:
+    """A v7.3 .mat holding the labelled set's ``scenes`` (MATLAB Nx1 cell -> HDF5 (1, N) references): only them
+    (``mode="w"``), or added to an existing v7.3 file such as a labelled set's arrays (``mode="a"``)."""
+    with h5py.File(path, mode, **({"userblock_size": 512} if mode == "w" else {})) as f:
+        refs = f.require_group("#refs#")
         handles = []
         for k, name in enumerate(scenes):
             chars = refs.create_dataset(f"s{k}", data=np.array([ord(c) for c in name], dtype=np.uint16)[:, None])
