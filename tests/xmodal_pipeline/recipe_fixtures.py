@@ -103,6 +103,7 @@ def write_mcg(path: Path, names: list[str], gt: list[list[tuple[int, int, int, i
 
 def write_nyud2_inputs(root: Path, meta: Path, crop: bool = True) -> Nyud2Inputs:
     """The labelled .mat (10 frames, real class names, ``scenes``), raw scenes, calibration and MCG boxes."""
+    root.mkdir(parents=True, exist_ok=True)
     arrays, boxes = _labelled_arrays(len(SCENES), seed=0)
     mat = write_mat(root / "nyu_depth_v2_labeled.mat", *arrays,
                     read_class_mapping40(meta / "classMapping40.mat").raw_names)

@@ -96,8 +96,8 @@ def test_detector_settings_travel_as_env_vars_that_override_the_profile(tmp_path
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     d = DetectSettings(modality="hha", manifest="m.jsonl", out=tmp_path, profile="tiny")  # as compare builds it
-    assert (d.default_train_splits(), d.default_test_split(), d.trunk, d.iterations, d.short_side) == (
-        ["train", "val"], "test", "alexnet", 11, 128)
+    assert (d.default_train_splits(), d.default_test_split(), d.trunk, d.iterations, d.short_side,
+            d.loader_workers) == (["train", "val"], "test", "alexnet", 11, 128, 0)
 
 
 def test_torchvision_alexnet_as_our_trunk(tmp_path):

@@ -179,7 +179,8 @@ class RecipeRun(abc.ABC):
                     "transfer", "--modality", self.modality, "--trunk", "alexnet", "--teacher-url", url,
                     "--manifest", self.transfer_manifest, *splits, "--out", self.student(t),
                     "--iterations", self.s.transfer_iterations, "--batch-size", self.s.transfer_batch_size,
-                    "--seed", self.s.student_seed, "--resume", *self._common()])
+                    "--seed", self.s.student_seed, "--loader-workers", self.s.loader_workers, "--resume",
+                    *self._common()])
 
     def _students_done(self) -> bool:
         return summaries_exist(self.student(t) for t in self.s.teachers)
@@ -190,7 +191,7 @@ class RecipeRun(abc.ABC):
         from student_trainer.detect_settings import DetectSettings
 
         values = {"train_splits": ",".join(ev.train_splits), "test_split": ev.test_split, "trunk": "alexnet",
-                  "iterations": str(self.s.detector_iterations)}
+                  "iterations": str(self.s.detector_iterations), "loader_workers": str(self.s.loader_workers)}
         if self.s.short_side is not None:
             values["short_side"] = str(self.s.short_side)
         return {env_name(DetectSettings, k): v for k, v in values.items()}

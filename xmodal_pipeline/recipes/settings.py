@@ -27,8 +27,11 @@ CHILD_PROFILE = {"paper": "full", "ci": "tiny"}
 """The ``--profile`` of the student-trainer commands each recipe profile runs."""
 
 _SCHEDULES: dict[str, dict[str, Any]] = {
-    "paper": {"transfer_iterations": 20000, "transfer_batch_size": 128, "detector_iterations": 40000},
-    "ci": {"transfer_iterations": 40, "transfer_batch_size": 8, "detector_iterations": 30, "short_side": 128},
+    "paper": {"transfer_iterations": 20000, "transfer_batch_size": 128, "detector_iterations": 40000,
+              "loader_workers": 8},
+    # ci: a loader process costs more start-up than it saves on a few tiny frames
+    "ci": {"transfer_iterations": 40, "transfer_batch_size": 8, "detector_iterations": 30, "short_side": 128,
+           "loader_workers": 0},
 }
 
 
@@ -59,6 +62,8 @@ class RecipeSettings(BaseSettings):
         None, description="H W every transfer frame is resized to for the teachers and students (default: the "
         "frames' most common size, or the nearest one at which the AlexNet student can match every teacher's "
         "pool5 map)")
+    loader_workers: int = Field(8, ge=0, description="DataLoader processes of each student and detector (PNG "
+                                "decoding: a 128-pair student step at 480x640 needs several to keep a GPU busy)")
     device: str = Field("auto", description="device of every network ('auto': CUDA when present)")
     workers: int | None = Field(None, ge=1, description="processes of the importers and proposal generators "
                                 "(default: all cores)")
@@ -79,8 +84,9 @@ class RecipeSettings(BaseSettings):
 
     def stamp(self) -> dict[str, Any]:
         """The settings that shape the outputs: a rerun into the same ``--out`` must give the same ones (teachers
-        and seeds may grow, device and workers may change)."""
-        return self.model_dump(mode="json", exclude={"out", "teachers", "seeds", "device", "workers"})
+        and seeds may grow, device and process counts may change)."""
+        return self.model_dump(mode="json", exclude={"out", "teachers", "seeds", "device", "workers",
+                                                     "loader_workers"})
 
 
 def _profiles(out: str, short_side: int) -> dict[str, dict[str, Any]]:
