@@ -11,7 +11,8 @@ a multiply-add counted as 2):
 * ``student``: one transfer step per pair, batch 8: the AlexNet student (CaffeNet layout, conv1 padding from the
   trainer's search) + 1x1 adapter to the teacher's channels, MSE, backward, SGD step; per teacher and size.
 * ``target decode``: a student's decode of one teacher map as stored (f32-zstd1) at 480x640.
-* ``student input``: what a loader worker does per pair: decode a 480x640 / 240x320 PNG, resize, normalise.
+* ``student input``: what a loader worker does per pair (one torch thread, as in a DataLoader worker): decode a
+  480x640 / 240x320 PNG, resize, normalise.
 * ``detector``: one Fast R-CNN iteration (torchvision-layout AlexNet trunk, fc 4096, dropout 0.5; 2 images,
   128 RoIs each, forward + backward + SGD) at NYUD2's 688x906 (the 425x560 crop at short side 688) and JHMDB's
   600x800 (240x320 at short side 600); ``detector eval``: one frame's forward over 2000 proposals.
@@ -20,7 +21,7 @@ a multiply-add counted as 2):
   NYUD2 frame (``../shared/data/nyud2_sample/gupta_demo_*``: RGB + HHA of its depth, 425x560) and a real video
   pair (``flow_pairs/sintel_*`` resized to 240x320: RGB + its DIS flow image).
 
-Usage: python -m bench.recipe_costs [--repeat 3] [--threads N] [--json out.json]
+Usage: python -m bench.recipe_costs [--repeat 3] [--threads N] [--units teacher ...] [--json out.json]
 """
 
 from __future__ import annotations
@@ -129,6 +130,9 @@ def input_rows(repeat: int, tmp: Path) -> list[dict]:
     from shared.imageio import read_rgb
     from shared.presets import preset
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a DataLoader worker (torch sets 1 thread there)
+
     rgb = cv2.resize(read_rgb(SAMPLE / "nyud2_sample" / "gupta_demo_rgb.png"), (640, 480))
     rows = []
     for name, hw in SIZES.items():
@@ -141,6 +145,7 @@ def input_rows(repeat: int, tmp: Path) -> list[dict]:
             preset("hha").to_tensor(img)
 
         rows.append({"unit": "student input", "arch": "-", "size": name, "s_per_unit": _time(load, repeat)})
+    torch.set_num_threads(threads)
     return rows
 
 
@@ -213,10 +218,21 @@ def proposal_rows(repeat: int) -> list[dict]:
     return rows
 
 
+UNITS: dict[str, Callable[[int, Path], list[dict]]] = {
+    "teacher": lambda repeat, _: teacher_rows(repeat),
+    "student": lambda repeat, _: student_rows(repeat),
+    "target": lambda repeat, _: target_rows(repeat),
+    "input": input_rows,
+    "detector": lambda repeat, _: detector_rows(repeat),
+    "proposals": lambda repeat, _: proposal_rows(repeat),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all cores)")
+    parser.add_argument("--units", nargs="+", choices=UNITS, default=list(UNITS), help="what to measure")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     if args.threads:
@@ -224,9 +240,7 @@ def main() -> None:
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [*teacher_rows(args.repeat), *student_rows(args.repeat), *target_rows(args.repeat),
-                *input_rows(args.repeat, Path(tmp)),
-                *detector_rows(args.repeat), *proposal_rows(args.repeat)]
+        rows = [r for unit in args.units for r in UNITS[unit](args.repeat, Path(tmp))]
     load = os.getloadavg()[0]
     print(f"{machine()}; torch threads {torch.get_num_threads()}; load average {load:.1f}\n")
     print("| unit | network | size | s per unit | GFLOP per unit |\n|---|---|---|---|---|")

@@ -56,16 +56,17 @@ def test_help_names_every_path_flag_and_imports_nothing_heavy(command):
 
 
 def test_profiles_give_the_papers_schedules_and_tiny_ones(monkeypatch):
-    for var in ("PROFILE", "OUT", "SHORT_SIDE"):
+    for var in ("PROFILE", "OUT", "SHORT_SIDE", "LOADER_WORKERS"):
         monkeypatch.delenv(f"XMODAL_RECIPE_NYUD2_{var}", raising=False)
         monkeypatch.delenv(f"XMODAL_RECIPE_JHMDB_{var}", raising=False)
     paper = Nyud2RecipeSettings(**NYUD2_PATHS)
     assert (paper.profile, paper.transfer_iterations, paper.transfer_batch_size, paper.detector_iterations,
             paper.short_side, paper.out) == ("paper", 20000, 128, 40000, 688, Path("runs/recipe-nyud2"))
     assert paper.teachers == ["alexnet", "vgg16"] and paper.weights == "imagenet" and paper.nyud2_crop
+    assert paper.loader_workers is None  # every core but two, decided where the recipe runs
     ci = Nyud2RecipeSettings(profile="ci", detector_iterations=7, **NYUD2_PATHS)
-    assert (ci.transfer_iterations, ci.detector_iterations, ci.short_side, ci.out) == (
-        40, 7, 128, Path("runs/recipe-nyud2-ci"))  # given explicitly: wins over the profile
+    assert (ci.transfer_iterations, ci.detector_iterations, ci.short_side, ci.loader_workers, ci.out) == (
+        40, 7, 128, 0, Path("runs/recipe-nyud2-ci"))  # given explicitly: wins over the profile
     assert JhmdbRecipeSettings(**JHMDB_PATHS).short_side == 600
     monkeypatch.setenv("XMODAL_RECIPE_JHMDB_PROFILE", "ci")
     monkeypatch.setenv("XMODAL_RECIPE_JHMDB_TEACHERS", "vgg16")

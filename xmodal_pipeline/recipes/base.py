@@ -126,6 +126,11 @@ class RecipeRun(abc.ABC):
     def _workers(self) -> list[object]:
         return ["--workers", self.s.workers] if self.s.workers else []
 
+    @property
+    def loader_workers(self) -> int:
+        """``--loader-workers``, else every core but two (the trainer's main process and the teacher server)."""
+        return self.s.loader_workers if self.s.loader_workers is not None else max(1, (os.cpu_count() or 2) - 2)
+
     # -- stage 1: weights ------------------------------------------------------------------------------------
     def weights(self) -> None:
         from xmodal_pipeline.recipes.imagenet import check_teacher_weights, write_alexnet_checkpoint
@@ -163,7 +168,8 @@ class RecipeRun(abc.ABC):
             self.p.run(f"precompute-{t}", "teacher_server.cli", [
                 "precompute", "--store", self.store(t), "--manifests", self.transfer_manifest, *splits,
                 "--input-size", *size, "--arch", t, "--weights", self.s.weights,  # type: ignore[misc]
-                "--seed", self.s.weights_seed, "--device", self.s.device, "--no-progress"])
+                "--seed", self.s.weights_seed, "--loader-workers", self.loader_workers, "--device", self.s.device,
+                "--no-progress"])
 
     def _stores_done(self) -> bool:
         return stores_complete(self.store(t) for t in self.s.teachers)
@@ -179,7 +185,7 @@ class RecipeRun(abc.ABC):
                     "transfer", "--modality", self.modality, "--trunk", "alexnet", "--teacher-url", url,
                     "--manifest", self.transfer_manifest, *splits, "--out", self.student(t),
                     "--iterations", self.s.transfer_iterations, "--batch-size", self.s.transfer_batch_size,
-                    "--seed", self.s.student_seed, "--loader-workers", self.s.loader_workers, "--resume",
+                    "--seed", self.s.student_seed, "--loader-workers", self.loader_workers, "--resume",
                     *self._common()])
 
     def _students_done(self) -> bool:
@@ -191,7 +197,7 @@ class RecipeRun(abc.ABC):
         from student_trainer.detect_settings import DetectSettings
 
         values = {"train_splits": ",".join(ev.train_splits), "test_split": ev.test_split, "trunk": "alexnet",
-                  "iterations": str(self.s.detector_iterations), "loader_workers": str(self.s.loader_workers)}
+                  "iterations": str(self.s.detector_iterations), "loader_workers": str(self.loader_workers)}
         if self.s.short_side is not None:
             values["short_side"] = str(self.s.short_side)
         return {env_name(DetectSettings, k): v for k, v in values.items()}

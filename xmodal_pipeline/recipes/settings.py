@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.settings import split_commas
@@ -27,18 +27,17 @@ CHILD_PROFILE = {"paper": "full", "ci": "tiny"}
 """The ``--profile`` of the student-trainer commands each recipe profile runs."""
 
 _SCHEDULES: dict[str, dict[str, Any]] = {
-    "paper": {"transfer_iterations": 20000, "transfer_batch_size": 128, "detector_iterations": 40000,
-              "loader_workers": 8},
+    "paper": {"transfer_iterations": 20000, "transfer_batch_size": 128, "detector_iterations": 40000},
     # ci: a loader process costs more start-up than it saves on a few tiny frames
     "ci": {"transfer_iterations": 40, "transfer_batch_size": 8, "detector_iterations": 30, "short_side": 128,
            "loader_workers": 0},
 }
 
 
-class RecipeSettings(BaseSettings):
-    """What both recipes share: profile, teachers, schedules, seeds, device, output folder."""
+class RecipeSettings(BaseModel):
+    """What both recipes share: profile, teachers, schedules, seeds, device, output folder (each recipe's
+    settings class adds ``BaseSettings`` and its env prefix)."""
 
-    model_config = SettingsConfigDict(extra="ignore")
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = _SCHEDULES
 
     profile: Literal["paper", "ci"] = Field("paper", description="schedules: paper (the paper's, for a GPU) or ci "
@@ -62,8 +61,9 @@ class RecipeSettings(BaseSettings):
         None, description="H W every transfer frame is resized to for the teachers and students (default: the "
         "frames' most common size, or the nearest one at which the AlexNet student can match every teacher's "
         "pool5 map)")
-    loader_workers: int = Field(8, ge=0, description="DataLoader processes of each student and detector (PNG "
-                                "decoding: a 128-pair student step at 480x640 needs several to keep a GPU busy)")
+    loader_workers: int | None = Field(None, ge=0, description="DataLoader processes of each precompute, student "
+                                       "and detector (PNG decoding: a 128-pair student step at 480x640 needs many "
+                                       "to keep a GPU busy; default: all cores but two)")
     device: str = Field("auto", description="device of every network ('auto': CUDA when present)")
     workers: int | None = Field(None, ge=1, description="processes of the importers and proposal generators "
                                 "(default: all cores)")
@@ -94,7 +94,7 @@ def _profiles(out: str, short_side: int) -> dict[str, dict[str, Any]]:
             "ci": {**_SCHEDULES["ci"], "out": f"runs/{out}-ci"}}
 
 
-class Nyud2RecipeSettings(RecipeSettings):
+class Nyud2RecipeSettings(BaseSettings, RecipeSettings):
     """``xmodal-recipe nyud2``: Table 1 (HHA detection on the NYUD2 labelled set)."""
 
     model_config = SettingsConfigDict(env_prefix="XMODAL_RECIPE_NYUD2_", extra="ignore")
@@ -121,7 +121,7 @@ class Nyud2RecipeSettings(RecipeSettings):
                                          "farther in time (default: keep all, as the toolbox)")
 
 
-class JhmdbRecipeSettings(RecipeSettings):
+class JhmdbRecipeSettings(BaseSettings, RecipeSettings):
     """``xmodal-recipe jhmdb``: Table 3 (action detection on JHMDB from flow, AP averaged over the 3 splits)."""
 
     model_config = SettingsConfigDict(env_prefix="XMODAL_RECIPE_JHMDB_", extra="ignore")
