@@ -242,3 +242,20 @@ def test_missing_imagenet_weights_fail_before_any_import(offline, named, tmp_pat
     assert len(err.splitlines()) == 1 and err.startswith("xmodal-recipe nyud2: error: could not load torchvision's")
     assert named in err and "place it at" in err
     assert not (tmp_path / "data").exists() and not (tmp_path / "report" / "timings.json").exists()
+
+
+def test_import_options_reach_the_importers(tmp_path):
+    from xmodal_pipeline.recipes.jhmdb import JhmdbRecipe
+
+    calls: list[tuple[str, list[str]]] = []
+    with ProcessGroup(tmp_path / "logs") as procs:
+        procs.run = lambda name, module, args, env=None: calls.append((name, [str(a) for a in args]))
+        Nyud2Recipe(Nyud2RecipeSettings(out=tmp_path, allow_missing_scenes=True, max_sync_gap_s=0.1, every_s=0.5,
+                                        workers=3, **NYUD2_PATHS), procs).import_raw()
+        JhmdbRecipe(JhmdbRecipeSettings(out=tmp_path, ucf101_skip_bad=True, frames_per_video=2, **JHMDB_PATHS),
+                    procs).import_ucf101()
+    (raw_name, raw), (ucf_name, ucf) = calls
+    assert raw_name == "import-raw" and raw[0] == "nyud2-raw"
+    assert {"--allow-missing-scenes", "--max-sync-gap-s", "0.1", "--every-s", "0.5", "--workers", "3"} <= set(raw)
+    assert raw[raw.index("--splits") + 1: raw.index("--splits") + 3] == ["train", "val"]  # never test scenes
+    assert ucf_name == "import-ucf101" and "--skip-bad" in ucf and ucf[ucf.index("--frames-per-video") + 1] == "2"

@@ -114,7 +114,9 @@ class Nyud2Recipe(RecipeRun):
     def import_raw(self) -> None:
         s = self.s
         options = [*(["--calibration", s.nyud2_calibration] if s.nyud2_calibration else []),
-                   *(["--max-sync-gap-s", s.max_sync_gap_s] if s.max_sync_gap_s else []), *self._workers()]
+                   *(["--max-sync-gap-s", s.max_sync_gap_s] if s.max_sync_gap_s else []),
+                   "--allow-missing-scenes" if s.allow_missing_scenes else "--no-allow-missing-scenes",
+                   *self._workers()]
         self.p.run("import-raw", "xmodal_data.cli", [
             "nyud2-raw", "--root", s.nyud2_raw, "--out", self.transfer_manifest.parent, "--splits", "train", "val",
             "--every-s", s.every_s, "--labeled-mat", s.nyud2_mat, "--meta", s.nyud2_meta, *options, "--no-progress"])

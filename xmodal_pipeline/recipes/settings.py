@@ -119,6 +119,8 @@ class Nyud2RecipeSettings(BaseSettings, RecipeSettings):
                            "0.5-1)")
     max_sync_gap_s: float | None = Field(None, gt=0, description="drop raw depth frames whose nearest RGB frame is "
                                          "farther in time (default: keep all, as the toolbox)")
+    allow_missing_scenes: bool = Field(False, description="import the train/val raw scenes found under --nyud2-raw "
+                                       "when some are missing, instead of failing")
 
 
 class JhmdbRecipeSettings(BaseSettings, RecipeSettings):
