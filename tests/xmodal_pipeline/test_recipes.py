@@ -259,3 +259,20 @@ def test_import_options_reach_the_importers(tmp_path):
     assert {"--allow-missing-scenes", "--max-sync-gap-s", "0.1", "--every-s", "0.5", "--workers", "3"} <= set(raw)
     assert raw[raw.index("--splits") + 1: raw.index("--splits") + 3] == ["train", "val"]  # never test scenes
     assert ucf_name == "import-ucf101" and "--skip-bad" in ucf and ucf[ucf.index("--frames-per-video") + 1] == "2"
+
+
+def test_compare_reevaluates_an_rgb_detector_started_from_imagenet_alexnet(synth_tiny, tmp_path):
+    """``compare``'s "RGB alone" row rebuilds the RGB run with the run's own init (here copy-rgb from torchvision's
+    AlexNet layout) before loading its checkpoint; rebuilt as a random default trunk it could not load it."""
+    from student_trainer.compare import _rgb_alone
+    from student_trainer.detect import run_detect
+    from student_trainer.detect_settings import CompareSettings, DetectSettings
+
+    init = write_alexnet_checkpoint(tmp_path / "alexnet.pt", "random", seed=1)
+    common = {"manifest": synth_tiny, "profile": "tiny", "progress": False, "device": "cpu"}
+    first = run_detect(DetectSettings(modality="rgb", init="copy-rgb", trunk_checkpoint=init, out=tmp_path / "rgb",
+                                      iterations=2, loader_workers=0, **common))
+    again = _rgb_alone(CompareSettings(modality="hha", out=tmp_path / "compare", rgb_run=tmp_path / "rgb",
+                                       transfer=init, **common), "depth_test")
+    summary = json.loads((again / "summary.json").read_text())
+    assert summary["init"] == "copy-rgb" and summary["mAP"] == pytest.approx(first["mAP"])
