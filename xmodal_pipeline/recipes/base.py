@@ -156,18 +156,20 @@ class RecipeRun(abc.ABC):
         frames = m.split(*self.transfer_splits) if self.transfer_splits else list(m)
         native = common_frame_size(m.path(f.rgb) for f in frames)
         size = transfer_input_size(native, self.s.teachers)
-        print(f"   transfer frames: {native[0]}x{native[1]} -> {size[0]}x{size[1]} for the teachers and students",
+        print(f"   transfer frames (H x W): {native[0]}x{native[1]} -> {size[0]}x{size[1]} for teachers and students",
               flush=True)
         return size
 
     def precompute(self) -> None:
         splits = ["--splits", *self.transfer_splits] if self.transfer_splits else []
         todo = [t for t in self.s.teachers if not stores_complete([self.store(t)])]
-        size = self.transfer_size() if todo else None
+        if not todo:
+            return
+        size = self.transfer_size()
         for t in todo:
             self.p.run(f"precompute-{t}", "teacher_server.cli", [
                 "precompute", "--store", self.store(t), "--manifests", self.transfer_manifest, *splits,
-                "--input-size", *size, "--arch", t, "--weights", self.s.weights,  # type: ignore[misc]
+                "--input-size", *size, "--arch", t, "--weights", self.s.weights,
                 "--seed", self.s.weights_seed, "--loader-workers", self.loader_workers, "--device", self.s.device,
                 "--no-progress"])
 
