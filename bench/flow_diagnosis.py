@@ -270,14 +270,14 @@ def cmd_variant(args: argparse.Namespace) -> None:
 
 
 def cmd_rows(args: argparse.Namespace) -> None:
-    from xmodal_pipeline.procs import ProcessGroup, free_port
+    from xmodal_pipeline.procs import ChildProcesses, free_port
 
     demo, runs = args.demo, args.out
     common = ["--profile", args.profile, "--no-progress"]
     stamp = runs / "timings.json"  # wall seconds per stage, kept across resumed runs
     timings: dict[str, float] = json.loads(stamp.read_text()) if stamp.is_file() else {}
     env = {"OMP_NUM_THREADS": str(args.threads)}
-    with ProcessGroup(runs / "logs") as procs:
+    with ChildProcesses(runs / "logs") as procs:
         for store, name in (("store", "transfer-flow"), ("store-untrained", "control-flow")):
             if (runs / name / "summary.json").is_file():
                 continue

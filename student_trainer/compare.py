@@ -76,9 +76,11 @@ def _rgb_alone(s: CompareSettings, test_split: str) -> Path:
     if not (out / "checkpoint.pt").is_file():
         out.mkdir(parents=True, exist_ok=True)
         shutil.copy2(src, out / "checkpoint.pt")
-    keep = ("iterations", "images_per_batch", "rois_per_image", "lr", "fc_width", "width", "trunk", "batch_norm",
-            "dropout", "seed", "train_splits", "max_proposals", "short_side", "max_side")
-    _detect(s, out, modality="rgb", init="random", test_split=test_split,
+    # the run's own init too: a trunk it copied (e.g. ImageNet AlexNet) is rebuilt before its checkpoint loads
+    keep = ("init", "trunk_checkpoint", "freeze_trunk", "iterations", "images_per_batch", "rois_per_image", "lr",
+            "fc_width", "width", "trunk", "batch_norm", "dropout", "seed", "train_splits", "max_proposals",
+            "short_side", "max_side")
+    _detect(s, out, modality="rgb", test_split=test_split,
             **{k: config[k] for k in keep if config.get(k) is not None})
     return out
 

@@ -22,22 +22,21 @@ everything does not replace the measured times with the time its checks took.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.atomic import write_json_atomic
 from shared.errors import XModalError
 from shared.modalities import names
 from shared.settings import add_settings_arguments, settings_from_args
 from student_trainer.train_settings import apply_profile
-from xmodal_pipeline.procs import ChildProcesses, free_port
+from xmodal_pipeline.procs import ChildProcesses
+from xmodal_pipeline.stages import TIMINGS, StageTimer, proposal_cache_complete, stores_complete, summaries_exist
 
 __all__ = ["DemoSettings", "main", "run_demo"]
 
@@ -77,19 +76,8 @@ class Demo:
         self.manifest = self.data / "manifest.jsonl"
         self.runs = s.out / "runs"
         self.report = s.out / "report"
-        self.timings = read_timings(self.report / TIMINGS)
+        self.stages = StageTimer(self.report / TIMINGS)
         self.common = ["--profile", s.profile, "--no-progress"]
-
-    def _timed(self, name: str, fn: Callable[[], None], finished: Callable[[], bool]) -> None:
-        """Run a stage; its time counts as the stage's work unless ``finished()`` held before it ran."""
-        skip = finished()
-        print(f"== {name}" + (" (already done: checking)" if skip else ""), flush=True)
-        t = time.perf_counter()
-        fn()
-        seconds = round(time.perf_counter() - t, 1)
-        self.timings.setdefault(name, {})["skip_seconds" if skip else "seconds"] = seconds
-        write_json_atomic(self.report / TIMINGS, self.timings)  # an interrupted run keeps what it measured
-        print(f"   {name}: {seconds:.1f} s" + (" (skipped)" if skip else ""), flush=True)
 
     def dataset(self) -> None:
         self.p.run("data", "xmodal_data.cli", ["synth", "--profile", self.s.profile, "--out", self.data,
@@ -123,16 +111,11 @@ class Demo:
             todo = [m for m in STUDENTS if not (self.runs / f"{prefix}-{m}" / "summary.json").is_file()]
             if not todo:
                 continue
-            port = free_port()
-            url = f"http://127.0.0.1:{port}"
-            server = self.p.start(f"serve-{store}", "teacher_server.cli", [
-                "serve", "--stores", self.s.out / store, "--port", port, "--log-level", "warning"])
-            self.p.wait_healthy(url, server)
-            self._parallel([(f"{prefix}-{m}", [
-                "transfer", "--modality", m, "--teacher-url", url, "--manifest", self.manifest,
-                "--out", self.runs / f"{prefix}-{m}", "--device", self.s.device, "--resume", *self.common])
-                for m in todo])
-            self.p.stop(server)
+            with self.p.serving(f"serve-{store}", [self.s.out / store]) as url:
+                self._parallel([(f"{prefix}-{m}", [
+                    "transfer", "--modality", m, "--teacher-url", url, "--manifest", self.manifest,
+                    "--out", self.runs / f"{prefix}-{m}", "--device", self.s.device, "--resume", *self.common])
+                    for m in todo])
 
     def compare(self) -> None:
         seeds = [str(x) for x in _SEEDS[self.s.profile]]
@@ -145,32 +128,22 @@ class Demo:
     def write_report(self) -> Path:
         from xmodal_pipeline.report import write_demo_report
 
-        return write_demo_report(self.s.out, self.runs, self.data, self.report, self.timings, self.s.profile)
+        return write_demo_report(self.s.out, self.runs, self.data, self.report, self.stages.timings,
+                                 self.s.profile)
 
     # -- what each stage leaves when it is complete (checked before it runs, for the timings) --------------
     def _summaries(self, *names: str) -> bool:
-        return all((self.runs / n / "summary.json").is_file() for n in names)
+        return summaries_exist(self.runs / n for n in names)
 
     def _proposals_done(self) -> bool:
-        import numpy as np
-
         from student_trainer.detect_settings import DETECT_PROFILES
         from student_trainer.proposals import default_cache_path
 
-        cache = default_cache_path(self.manifest, DETECT_PROFILES[self.s.profile]["proposal_method"])
-        if not cache.is_file():
-            return False
-        with np.load(cache) as z:
-            return "meta" in z and bool(json.loads(str(z["meta"])).get("complete"))
+        return proposal_cache_complete(default_cache_path(self.manifest,
+                                                          DETECT_PROFILES[self.s.profile]["proposal_method"]))
 
     def _stores_done(self) -> bool:
-        from teacher_server.store import FeatureStore
-
-        try:
-            stores = [FeatureStore.open(self.s.out / name) for name in ("store", "store-untrained")]
-        except (FileNotFoundError, XModalError):
-            return False
-        return all(c.done().all() for s in stores for c in s.collections.values())
+        return stores_complete(self.s.out / name for name in ("store", "store-untrained"))
 
     def run(self) -> Path:
         stages = (
@@ -180,27 +153,12 @@ class Demo:
             ("precompute", self.stores, self._stores_done),
             ("students", self.students,
              lambda: self._summaries(*(f"{p}-{m}" for p in ("transfer", "control") for m in STUDENTS))),
-            ("compare", self.compare, lambda: all((self.runs / f"compare-{m}" / "compare.json").is_file()
-                                                  for m in STUDENTS)),
+            ("compare", self.compare,
+             lambda: summaries_exist((self.runs / f"compare-{m}" for m in STUDENTS), "compare.json")),
         )
         for name, fn, finished in stages:
-            self._timed(name, fn, finished)
+            self.stages.run(name, fn, finished)
         return self.write_report()
-
-
-TIMINGS = "timings.json"
-
-
-def read_timings(path: Path) -> dict[str, dict[str, float]]:
-    """Per stage ``{"seconds": work, "skip_seconds": check when already done}`` from an earlier run, if any
-    (a file of the older form ``{stage: seconds}`` reads as work times)."""
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(raw, dict):
-        return {}
-    return {k: dict(v) if isinstance(v, dict) else {"seconds": float(v)} for k, v in raw.items()}
 
 
 def run_demo(s: DemoSettings) -> Path:

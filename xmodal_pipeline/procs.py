@@ -8,18 +8,28 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import httpx
 
 from shared.errors import XModalError
 
-__all__ = ["ChildProcesses", "free_port", "poll_healthy"]
+__all__ = ["ChildProcesses", "error_line", "free_port", "poll_healthy"]
+
+# What every CLI of the project prints, as its last word, for a clear error (shared.settings.run_commands).
+_ERROR_LINE = re.compile(r"^\S[^\n]*?: error: .+$", re.MULTILINE)
+
+
+def error_line(log: str) -> str | None:
+    """The last ``<prog> <command>: error: <message>`` line of a child's log, None when there is none (a crash)."""
+    found = _ERROR_LINE.findall(log)
+    return found[-1].strip() if found else None
 
 
 def free_port() -> int:
@@ -64,13 +74,17 @@ class ChildProcesses:
         return proc
 
     def wait(self, *procs: subprocess.Popen, timeout: float | None = None) -> None:
-        """Wait for ``procs``; a failure names the process and the tail of its log."""
+        """Wait for ``procs``; a failure names the process and its one-line error (the tail of its log when it
+        printed none: a crash)."""
         for proc in procs:
             rc = proc.wait(timeout)
             if rc != 0:
                 name = next(n for n, p in self.procs if p is proc)
-                tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-2000:]
-                raise XModalError(f"{name} failed with exit code {rc}; log {self.log_dir / name}.log ends:\n{tail}")
+                log = self.log_dir / f"{name}.log"
+                text = log.read_text(errors="replace")
+                if (line := error_line(text)) is not None:
+                    raise XModalError(f"{name} failed (exit code {rc}): {line} [log: {log}]")
+                raise XModalError(f"{name} failed with exit code {rc}; log {log} ends:\n{text[-2000:]}")
 
     def run(self, name: str, module: str, args: Sequence[str], env: dict[str, str] | None = None) -> None:
         """Start and wait (a foreground step)."""
@@ -84,6 +98,18 @@ class ChildProcesses:
             self.wait(proc)
             raise XModalError(f"server for {url} exited early")
         raise XModalError(f"{url} did not become healthy within {timeout:.0f} s")
+
+    @contextlib.contextmanager
+    def serving(self, name: str, stores: Sequence[str | os.PathLike[str]], timeout: float = 120.0) -> Iterator[str]:
+        """``teacher-server serve`` of ``stores`` on a free loopback port while the block runs; yields its URL."""
+        url = f"http://127.0.0.1:{(port := free_port())}"
+        server = self.start(name, "teacher_server.cli", ["serve", "--stores", *stores, "--port", port,
+                                                         "--log-level", "warning"])
+        try:
+            self.wait_healthy(url, server, timeout)
+            yield url
+        finally:
+            self.stop(server)
 
     def stop(self, proc: subprocess.Popen) -> None:
         """SIGTERM the process group, SIGKILL after the grace period."""

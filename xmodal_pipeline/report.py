@@ -9,7 +9,7 @@ from pathlib import Path
 from shared.atomic import write_text_atomic
 from shared.modalities import names
 
-__all__ = ["plot_transfer_curves", "timings_markdown", "write_demo_report"]
+__all__ = ["plot_transfer_curves", "store_line", "timings_markdown", "transfer_line", "write_demo_report"]
 
 # The demo trains a student of every modality that has transfer pairs (shared.modalities).
 STUDENTS = tuple(names(students_only=True))
@@ -38,7 +38,8 @@ def plot_transfer_curves(runs: dict[str, Path], path: Path) -> Path:
     return path
 
 
-def _store_line(store: Path) -> str:
+def store_line(store: Path) -> str:
+    """One Markdown list item describing a feature store: teacher, map shape, frames, size, compression, norms."""
     try:
         meta = json.loads((store / "zarr.json").read_text())["attributes"]["xmodal"]
         col = json.loads((store / meta["collections"][0] / "zarr.json").read_text())["attributes"]["xmodal"]
@@ -46,9 +47,22 @@ def _store_line(store: Path) -> str:
         return f"- `{store.name}`: not available"
     s = col.get("summary", {})
     return (f"- `{store.name}`: teacher `{meta['teacher']['arch']}` ({meta['teacher']['weights_digest'][:12]}), "
-            f"map {tuple(col['shape'])}, {s.get('frames_done', 0)} frames, {s.get('stored_bytes', 0) / 1e6:.1f} MB, "
+            f"map {tuple(col['shape'])} of {'x'.join(map(str, col.get('input_size', ())))} frames, "
+            f"{s.get('frames_done', 0)} frames, {s.get('stored_bytes', 0) / 1e6:.1f} MB, "
             f"compression {s.get('compression_ratio') or 0:.2f}x vs float32, {100 * s.get('zero_fraction', 0):.0f} % "
             f"zeros, mean L2 norm {s.get('mean_l2_norm', 0):.2f}")
+
+
+def transfer_line(name: str, summary: Path) -> str | None:
+    """One Markdown list item with a student run's final loss, cosine, residual, speed and target waiting
+    (from its ``summary.json``); None when the run has not finished."""
+    if not summary.is_file():
+        return None
+    final = json.loads(summary.read_text()).get("final", {})
+    return (f"- `{name}`: final loss {final.get('loss', float('nan')):.3f}, cosine "
+            f"{final.get('cosine', float('nan')):.3f}, residual variance "
+            f"{final.get('residual', float('nan')):.2f}, {final.get('steps_per_s', 0):.2f} steps/s, "
+            f"waiting for targets {100 * final.get('wait_fraction', 0):.1f} % of the time")
 
 
 def write_demo_report(out: Path, runs: Path, data: Path, report: Path, timings: dict[str, dict[str, float]],
@@ -61,18 +75,11 @@ def write_demo_report(out: Path, runs: Path, data: Path, report: Path, timings: 
         shutil.copy2(sheet, report / "contact_sheet.png")
         parts.append("![contact sheet](contact_sheet.png)\n")
     parts.append("## Teacher feature stores\n")
-    parts += [_store_line(out / s) for s in ("store", "store-untrained")]
+    parts += [store_line(out / s) for s in ("store", "store-untrained")]
     curves = {f"{p}-{m}": runs / f"{p}-{m}" / "metrics.jsonl" for p in ("transfer", "control") for m in STUDENTS}
     plot_transfer_curves(curves, report / "transfer_curves.png")
     parts.append("\n## Supervision transfer\n\n![transfer curves](transfer_curves.png)\n")
-    for name in curves:
-        summary = runs / name / "summary.json"
-        if summary.is_file():
-            final = json.loads(summary.read_text()).get("final", {})
-            parts.append(f"- `{name}`: final loss {final.get('loss', float('nan')):.3f}, cosine "
-                         f"{final.get('cosine', float('nan')):.3f}, residual variance "
-                         f"{final.get('residual', float('nan')):.2f}, {final.get('steps_per_s', 0):.2f} steps/s, "
-                         f"waiting for targets {100 * final.get('wait_fraction', 0):.1f} % of the time")
+    parts += [line for name in curves if (line := transfer_line(name, runs / name / "summary.json"))]
     rgb = runs / "rgb" / "summary.json"
     if rgb.is_file():
         r = json.loads(rgb.read_text())

@@ -140,7 +140,7 @@ def test_settings_env_refuses_a_list_item_with_a_comma(tmp_path):
 
 def _all_settings_classes() -> list[type[BaseSettings]]:
     for cli in ("student_trainer.cli", "teacher_server.cli", "teacher_server.nginx_lb", "xmodal_data.cli",
-                "xmodal_pipeline.demo"):
+                "xmodal_pipeline.demo", "xmodal_pipeline.recipes.cli"):
         importlib.import_module(cli)  # each command-line module imports its settings classes
     found, todo = [], list(BaseSettings.__subclasses__())
     while todo:

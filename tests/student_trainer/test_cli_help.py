@@ -16,7 +16,7 @@ HEAVY = ["torch", "torchvision", "cv2", "matplotlib", "zarr"]
 
 
 @pytest.mark.parametrize("module", ["student_trainer.cli", "teacher_server.cli", "xmodal_data.cli",
-                                    "xmodal_pipeline.demo"])
+                                    "xmodal_pipeline.demo", "xmodal_pipeline.recipes.cli"])
 def test_help_imports_no_heavy_module(module):
     code = (
         "import contextlib, io, json, sys, runpy\n"

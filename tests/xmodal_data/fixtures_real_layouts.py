@@ -169,11 +169,12 @@ def stamp_v73_header(path: Path) -> Path:
     return path
 
 
-def write_labeled_scenes_mat(path: Path, scenes: Sequence[str]) -> Path:
-    """A v7.3 .mat holding only the labelled set's ``scenes`` (MATLAB Nx1 cell -> HDF5 (1, N) references)."""
-    with h5py.File(path, "w", userblock_size=512) as f:
+def write_labeled_scenes_mat(path: Path, scenes: Sequence[str], mode: str = "w") -> Path:
+    """A v7.3 .mat holding the labelled set's ``scenes`` (MATLAB Nx1 cell -> HDF5 (1, N) references): only them
+    (``mode="w"``), or added to an existing v7.3 file such as a labelled set's arrays (``mode="a"``)."""
+    with h5py.File(path, mode, **({"userblock_size": 512} if mode == "w" else {})) as f:
         f.create_dataset("scenes", data=matlab_cellstr(f, scenes, "s"))
-    return stamp_v73_header(path)
+    return stamp_v73_header(path) if mode == "w" else path
 
 
 # ------------------------------------------------------------------------------------------------ videos
