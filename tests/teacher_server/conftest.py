@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import google_crc32c
-import numcodecs
 import numpy as np
 import pytest
 import torch
 
-from shared.features import FeatureEncoding, encoding
+from shared.features import encoding
 from shared.imageio import write_image
 from shared.manifest import FrameRecord, ManifestHeader, write_manifest
 from shared.nets.teachers import IMAGENET_MEAN, IMAGENET_STD
@@ -20,14 +18,6 @@ from teacher_server.store import FeatureStore
 
 N_FRAMES = 37  # not a multiple of the shard size: the last shard is partial
 SHARD = 8
-
-
-def encode_chunk(array: np.ndarray, enc: FeatureEncoding) -> bytes:
-    """One map as the store's inner chunk codecs write it (little-endian bytes + zstd [+ CRC32C]): valid bytes to
-    plant where a test needs a chunk of known content."""
-    data = np.ascontiguousarray(array, dtype=np.dtype(enc.dtype).newbyteorder("<"))
-    frame = bytes(numcodecs.Zstd(level=enc.level, checksum=enc.checksum).encode(data))
-    return frame + google_crc32c.value(frame).to_bytes(4, "little") if enc.crc32c else frame
 
 
 def make_rgb_dataset(root: Path, n: int = N_FRAMES, dataset: str = "tiny", hw=(64, 80)) -> Path:

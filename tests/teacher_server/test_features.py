@@ -11,14 +11,14 @@ import pytest
 
 from shared.client import TeacherClient
 from shared.errors import FrameIdError, FrameNotFoundError, UnauthorizedError
-from shared.features import BATCH_MEDIA_TYPE, decode_batch, decode_chunk, encoding
+from shared.features import BATCH_MEDIA_TYPE, decode_batch, decode_chunk, encode_chunk, encoding
 from teacher_server.app import create_app
 from teacher_server.precompute import WorkerSlot, precompute
 from teacher_server.reader import ChunkReader
 from teacher_server.settings import ServeSettings
 from teacher_server.store import FeatureStore
 from tests.servers import uvicorn_thread
-from tests.teacher_server.conftest import SHARD, encode_chunk
+from tests.teacher_server.conftest import SHARD
 
 
 @pytest.fixture(scope="module")

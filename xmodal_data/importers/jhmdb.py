@@ -198,12 +198,12 @@ def process_video(job: VideoJob) -> list[FrameRecord]:
     clip = f"{job.action}/{job.video}"
     for i in range(len(frames) - 1):
         t = i + 1  # 1-based frame number, as the file names
-        rel = pair_paths(clip, t, kinds=("flow",), digits=5)
+        rel = pair_paths(clip, t, kinds=("flow", "flow_mirror"), digits=5)
         write_pair(out, rel, lambda i=i: (frame(i), frame(i + 1)), flow_method=job.flow_method)
         box = mask_box(mask[:, :, min(i, mask.shape[2] - 1)])
         records.append(FrameRecord(
             id=f"{DATASET}.{job.action}.{job.id_stem}.{t:05d}", split=job.split, rgb=str(frames[i]),
-            rgb_next=str(frames[i + 1]), flow=rel["flow"],
+            rgb_next=str(frames[i + 1]), flow=rel["flow"], flow_mirror=rel["flow_mirror"],
             objects=[] if box is None else [ObjectBox(label=job.action, box=box)],
         ))
     if not records:

@@ -9,7 +9,8 @@ from t to t+step is computed and encoded with :mod:`xmodal_data.flow` (DIS by de
 Outputs under ``out_dir``, named by the clip's stem and ``t``:
 
 * ``rgb/<stem>/<t:06d>.png`` frame t, ``rgb_next/<stem>/<t:06d>.png`` frame t+step (RGB uint8),
-* ``flow/<stem>/<t:06d>.png`` the flow image (u, v, magnitude as ``x * 16 + 128``),
+* ``flow/<stem>/<t:06d>.png`` the flow image (u, v, magnitude as ``x * 16 + 128``), and ``flow_mirror/...`` the flow
+  image of the mirrored pair,
 * ``manifest.jsonl``: unlabelled records (``objects`` and ``intrinsics`` absent) in one split, frame ids
   ``<dataset>.<stem>.<t:06d>`` where the stem (video file stem or folder name) is reduced to the frame-id
   alphabet,
@@ -62,7 +63,7 @@ MANIFEST_NAME = "manifest.jsonl"
 IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")
 """File suffixes (lower case) taken as frames in a frame folder; other files are ignored."""
 
-PAIR_KINDS = ("rgb", "rgb_next", "flow")
+PAIR_KINDS = ("rgb", "rgb_next", "flow", "flow_mirror")
 """The files of a pair, by manifest field."""
 
 _MAX_ID = 128  # frame ids are at most 128 characters (shared.ids)
@@ -240,7 +241,8 @@ def write_pair(
     Args:
         out_dir: output folder.
         rel: paths relative to ``out_dir`` by kind, a subset of ``rgb`` (frame t), ``rgb_next`` (frame
-            t + step) and ``flow`` (the flow image from t to t + step).
+            t + step), ``flow`` (the flow image from t to t + step) and ``flow_mirror`` (the flow image of the
+            mirrored pair: the exact input of a mirrored training sample, flow methods not being mirror-equivariant).
         load: returns frames t and t + step, (H, W, 3) uint8 RGB of one size.
         max_side: shrink both frames first (:func:`fit_max_side`).
         flow_method: :func:`xmodal_data.flow.compute_flow` method.
@@ -258,6 +260,9 @@ def write_pair(
         write_image(out_dir / rel["rgb_next"], second)
     if "flow" in missing:
         write_image(out_dir / rel["flow"], encode_flow_image(compute_flow(first, second, flow_method)))
+    if "flow_mirror" in missing:
+        mirrored = (np.ascontiguousarray(frame[:, ::-1]) for frame in (first, second))
+        write_image(out_dir / rel["flow_mirror"], encode_flow_image(compute_flow(*mirrored, flow_method)))
     return True
 
 
