@@ -32,7 +32,8 @@ from teacher_server.shard_writer import HostMaps, ShardWriter, to_host
 from teacher_server.store import Collection, CollectionSpec, FeatureStore
 from teacher_server.verify import shard_damage
 
-__all__ = ["PrecomputeSummary", "WorkerSlot", "collection_specs", "precompute", "total_over_ranks", "worker_slot"]
+__all__ = ["PrecomputeSummary", "WorkerSlot", "collection_specs", "frame_loader", "precompute", "teacher_views",
+           "total_over_ranks", "worker_slot"]
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +188,23 @@ def shards_to_compute(store: FeatureStore, col: Collection, owned: Sequence[int]
     return todo
 
 
+def frame_loader(col: Collection, paths: list[Path], teacher: LoadedTeacher, shards: Sequence[int], batch_size: int,
+                 workers: int, device: torch.device, resize: bool) -> DataLoader:
+    """The normalised RGB frames of ``shards`` (``paths``: one per row of ``col``) in batches (B, 3, H, W) float32,
+    shard by shard, decoded in ``workers`` processes (pinned for a CUDA ``device``)."""
+    data = _RgbFrames(paths, col.input_size, teacher.identity.mean, teacher.identity.std, resize=resize)
+    return DataLoader(data, batch_sampler=_ShardBatches(col, shards, batch_size), num_workers=workers,
+                      pin_memory=device.type == "cuda", persistent_workers=False)
+
+
+def teacher_views(trunk: torch.nn.Module, x: torch.Tensor, mirror: bool, amp_dtype: torch.dtype | None) -> torch.Tensor:
+    """The teacher's maps (B, V, C, H, W) of a batch ``x`` (B, 3, H, W) on the trunk's device: the identity view,
+    then (``mirror``) the map of each frame mirrored left-right, under autocast in ``amp_dtype`` (None: float32)."""
+    with autocast(x.device, amp_dtype):
+        views = [trunk(x), *([trunk(torch.flip(x, dims=[3]))] if mirror else [])]
+    return torch.stack(views, dim=1)
+
+
 def _forward_shards(loader: DataLoader, trunk: torch.nn.Module, col: Collection, todo: Sequence[int],
                     writer: ShardWriter, device: torch.device, amp_dtype: torch.dtype | None, bar: tqdm) -> None:
     """The teacher's forward over the loader's batches (every view of each), handing each finished shard to the
@@ -199,9 +217,7 @@ def _forward_shards(loader: DataLoader, trunk: torch.nn.Module, col: Collection,
     with torch.inference_mode():
         for x in loader:
             x = x.to(device, non_blocking=True, memory_format=torch.channels_last)
-            with autocast(device, amp_dtype):
-                views = [trunk(x), *([trunk(torch.flip(x, dims=[3]))] if mirror else [])]
-            pending.append(to_host(torch.stack(views, dim=1)))
+            pending.append(to_host(teacher_views(trunk, x, mirror, amp_dtype)))
             filled += len(x)
             bar.update(len(x))
             if filled == len(col.shard_rows(shard)):
@@ -251,10 +267,8 @@ def precompute(
             col.record_summary()
             summary.collections[spec.name] = col.summary()
             continue
-        data = _RgbFrames(paths[spec.name], col.input_size, teacher.identity.mean, teacher.identity.std,
-                          resize=input_size is not None)
-        loader = DataLoader(data, batch_sampler=_ShardBatches(col, todo, batch_size), num_workers=loader_workers,
-                            pin_memory=device.type == "cuda", persistent_workers=False)
+        loader = frame_loader(col, paths[spec.name], teacher, todo, batch_size, loader_workers, device,
+                              resize=input_size is not None)
         bar = tqdm(total=sum(len(col.shard_rows(k)) for k in todo), desc=f"precompute {spec.name}", unit="frame",
                    disable=not progress)
         writer = ShardWriter(col, encoding)
