@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -33,13 +34,14 @@ from bench.common import REPO, load_average, machine, rgb_subset
 from shared.device import autocast_dtype, select_device
 from shared.features import VIEWS, encoding
 from shared.nets.teachers import LoadedTeacher, load_teacher
-from teacher_server.precompute import collection_specs, frame_loader, precompute, teacher_views
+from teacher_server.cli import PIPELINE_OPENMP
+from teacher_server.precompute import collection_specs, default_loader_workers, frame_loader, precompute, teacher_views
 from teacher_server.settings import PrecomputeSettings
 from teacher_server.shard_writer import HostMaps, ShardWriter
 from teacher_server.store import FeatureStore
 
 _DEFAULTS = {k: PrecomputeSettings.model_fields[k].default
-             for k in ("batch_size", "shard_frames", "loader_workers", "encoding")}
+             for k in ("batch_size", "shard_frames", "encoding")}
 
 
 def _sync(device: torch.device) -> None:
@@ -162,8 +164,8 @@ def _parse_args() -> argparse.Namespace:
     p.add_argument("--input-size", nargs=2, type=int, default=None, help="H W to resize to (default: native size)")
     p.add_argument("--batch-size", type=int, default=_DEFAULTS["batch_size"])
     p.add_argument("--shard-frames", type=int, default=_DEFAULTS["shard_frames"])
-    p.add_argument("--loader-workers", type=int, default=_DEFAULTS["loader_workers"],
-                   help="precompute's DataLoader processes (default: precompute's own default)")
+    p.add_argument("--loader-workers", type=int, default=None,
+                   help="precompute's DataLoader processes (default: precompute's own for the device)")
     p.add_argument("--encoding", default=_DEFAULTS["encoding"])
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="autocast (default: precompute's: float16 on CUDA, off on the CPU)")
@@ -198,10 +200,15 @@ def print_table(res: dict) -> None:
 
 def main() -> None:
     args = _parse_args()
+    if any(os.environ.get(k) is None for k in PIPELINE_OPENMP):  # measure precompute as `teacher-server` runs it
+        os.environ.update({k: os.environ.get(k, v) for k, v in PIPELINE_OPENMP.items()})
+        os.execv(sys.executable, [sys.executable, "-m", "bench.precompute", *sys.argv[1:]])
     device = select_device(args.device)
     teacher = (load_teacher("checkpoint", args.teacher) if Path(args.teacher).is_file()
                else load_teacher(args.teacher, "random"))
-    all_cores = (os.cpu_count() or 1) if device.type == "cuda" else None
+    if args.loader_workers is None:
+        args.loader_workers = default_loader_workers(device)
+    all_cores = len(os.sched_getaffinity(0)) if device.type == "cuda" else None
     load_start = load_average()
     with tempfile.TemporaryDirectory(prefix="bench-precompute-") as tmp:
         bench = PipelineBench(Path(tmp), args, teacher, device)
@@ -212,7 +219,8 @@ def main() -> None:
         "load_average_end": load_average(), "teacher": teacher.identity.short_id(), "frames": bench.frames,
         "map_shape": shape, "input_size": input_size, "views": args.views, "batch_size": args.batch_size,
         "shard_frames": args.shard_frames, "loader_workers": args.loader_workers, "all_cores": all_cores,
-        "amp": str(autocast_dtype(device, args.amp)), "rounds": rows, "median": summarise(rows),
+        "amp": str(autocast_dtype(device, args.amp)), "openmp": {k: os.environ.get(k) for k in PIPELINE_OPENMP},
+        "rounds": rows, "median": summarise(rows),
     }
     res["ratio_vs_pipelined_ideal"] = res["median"]["ratio_vs_pipelined_ideal"]
     if all_cores is not None:

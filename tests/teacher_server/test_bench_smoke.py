@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -38,6 +39,7 @@ def test_bench_precompute_measures_every_stage(tmp_path, dataset, teacher_ckpt):
         assert r["ratio_vs_pipelined_ideal"] == pytest.approx(r["precompute"] / r["pipelined_ideal"])
         assert "loader_all_cores" not in r  # a CPU device: forward and loader share the cores
     assert result["ratio_vs_pipelined_ideal"] == result["median"]["ratio_vs_pipelined_ideal"]
+    assert result["openmp"] == {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}  # as the CLI runs
 
 
 def test_bench_s3_read_runs_against_moto(tmp_path, store_path):
