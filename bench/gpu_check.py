@@ -265,6 +265,7 @@ def run_check(out: Path, profile_name: str, device: str, budget: float, started:
         raise SystemExit(f"gpu_check: PROFILE={profile_name!r} is not one of {sorted(profiles)}")
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped: the running step's group is stopped too
     steps = make_steps(out, profiles[profile_name], device, sys.executable)
     if only is not None and (unknown := only - {s.name for s in steps}):
         raise SystemExit(f"gpu_check: STEPS names unknown steps {sorted(unknown)}; known: {[s.name for s in steps]}")
