@@ -226,6 +226,25 @@ def http_batch_processes(pool: ProcessPoolExecutor, ids: list[str], batch: int, 
     return {"frames_per_s": frames / dt, "MB_per_s": frames * frame_bytes / dt / 1e6}
 
 
+def client_pairs(url: str, ids: list[str], batch: int, frame_bytes: float, pairs: int) -> dict[str, dict]:
+    """``TeacherClient`` against each other library's transport on the same batches, 2 in flight, run back to back
+    ``pairs`` times: on a shared VM whose speed drifts within seconds, the ratio within a pair is steadier than
+    one taken across a whole round. Per library: the median and range of (library / ours) in frames/s and in
+    client CPU per frame."""
+    out: dict[str, dict] = {}
+    for name, cls in (("httpx", HttpxBatches), ("urllib3", Urllib3Batches)):
+        speed, cpu = [], []
+        for _ in range(pairs):
+            ours = http_batch(url, ids, batch, 2, frame_bytes)
+            other = http_batch(url, ids, batch, 2, frame_bytes, cls)
+            speed.append(other["frames_per_s"] / ours["frames_per_s"])
+            cpu.append(other["client_cpu_us_per_frame"] / ours["client_cpu_us_per_frame"])
+        out[name] = {"speed_vs_ours": float(np.median(speed)), "speed_vs_ours_range": [min(speed), max(speed)],
+                     "client_cpu_vs_ours": float(np.median(cpu)), "client_cpu_vs_ours_range": [min(cpu), max(cpu)],
+                     "pairs": pairs}
+    return out
+
+
 def _parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--manifest", type=Path, required=True)
@@ -234,6 +253,8 @@ def _parse_args() -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds over every path (medians reported)")
     p.add_argument("--single-frames", type=int, default=500, help="frames fetched one GET at a time per round")
     p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--client-pairs", type=int, default=20,
+                   help="back-to-back pairs of TeacherClient vs httpx / urllib3 transports (2 in flight)")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "serve.json")
     return p.parse_args()
 
@@ -332,6 +353,12 @@ def print_tables(results: dict, batch: int) -> None:
             f"{r['vs_ceiling']:.2f} ({lo:.2f}–{hi:.2f})",
             *(f"{r[m]:.0f}" if m in r else "" for m in ("client_cpu_us_per_frame", "server_cpu_us_per_frame"))]
         print(f"| {label} | {' | '.join(cells)} |")
+    print(f"\nBack-to-back pairs, batch of {batch}, 2 in flight (library / `TeacherClient`, median and range):\n")
+    print("| transport | pairs | frames/s vs ours | client CPU per frame vs ours |\n|---|---|---|---|")
+    for name, r in results["client_pairs"].items():
+        (slo, shi), (clo, chi) = r["speed_vs_ours_range"], r["client_cpu_vs_ours_range"]
+        print(f"| {name} | {r['pairs']} | {r['speed_vs_ours']:.3f} ({slo:.2f}–{shi:.2f}) | "
+              f"{r['client_cpu_vs_ours']:.3f} ({clo:.2f}–{chi:.2f}) |")
 
 
 def main() -> None:
@@ -357,6 +384,7 @@ def main() -> None:
             list(pool.map(_worker_fetch, [ids[: args.batch]] * 2))  # start and connect both workers
             per_round = interleaved_rounds(_paths(url, pool, reader, enc, ids, args, frame_bytes), args.rounds,
                                            len(ids) // args.batch * args.batch)
+            results["client_pairs"] = client_pairs(url, ids, args.batch, frame_bytes, args.client_pairs)
         reader.close()
     results.update(summarise(per_round), load_average_start=load_start, load_average_end=load_average())
     args.out.parent.mkdir(parents=True, exist_ok=True)
