@@ -24,6 +24,25 @@ def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}"
 
 
+def load_average() -> list[float]:
+    """The 1-, 5- and 15-minute load averages: on a shared machine, what else ran while a bench did."""
+    return [round(v, 2) for v in os.getloadavg()]
+
+
+def rgb_subset(manifest: Path, frames: int, out: Path) -> tuple[Path, str]:
+    """Write the first ``frames`` frames of ``manifest``, RGB only (absolute paths), as the manifest ``out``.
+
+    Returns ``out`` and the dataset's name (the collection a precompute of it fills).
+    """
+    from shared.manifest import read_manifest, write_manifest
+
+    m = read_manifest(manifest)
+    records = [f.model_copy(update={"rgb": str(m.path(f.rgb)), "depth": None, "raw_depth": None, "hha": None,
+                                    "rgb_next": None, "flow": None, "intrinsics": None}) for f in m][:frames]
+    write_manifest(out, m.header, records)
+    return out, m.header.dataset
+
+
 class MemoryTargets:
     """Every teacher map of one collection in RAM, with the ``get_many`` of ``TeacherClient`` (no service)."""
 

@@ -21,11 +21,11 @@ from pathlib import Path
 import httpx
 import numcodecs
 import numpy as np
+import urllib3
 
-from bench.common import REPO, cpu_seconds_of_descendants, machine, percentiles, served
+from bench.common import REPO, cpu_seconds_of_descendants, load_average, machine, percentiles, rgb_subset, served
 from shared.client import TeacherClient
 from shared.features import BATCH_MEDIA_TYPE, FeatureEncoding, chunk_crc, decode_batch, decode_chunk, encoding
-from shared.manifest import read_manifest, write_manifest
 from shared.nets.teachers import LoadedTeacher, load_teacher
 from teacher_server.precompute import precompute
 from teacher_server.reader import ChunkReader
@@ -107,42 +107,78 @@ def http_single(url: str, ids: list[str]) -> dict:
     return {"frames_per_s": len(lat) / dt, **percentiles(lat)}
 
 
-class HttpxBatches:
-    """``get_many``'s batch requests, framing and decode through httpx's transport (``httpx.HTTPTransport`` with
-    the same timeouts), which ``TeacherClient`` used before ``http.client``: the side-by-side case for the switch."""
+class _LibraryBatches:
+    """``get_many``'s batch requests, framing and decode through another HTTP library's keep-alive pool (one per
+    client, the same 30-s timeouts): the side-by-side case for ``TeacherClient``'s own transport
+    (``shared/connections.py``)."""
 
     def __init__(self, url: str) -> None:
-        self.url, self.transport = url, httpx.HTTPTransport()
-        self.timeout = httpx.Timeout(30.0).as_dict()
+        self.url = url
         with TeacherClient(url) as c:
             self.enc = c.encoding
 
     def info(self) -> None:
         return None
 
+    def post(self, path: str, body: bytes, headers: dict[str, str]) -> bytes:
+        """The whole response body of one POST."""
+        raise NotImplementedError
+
     def get_many(self, ids: list[str]) -> np.ndarray:
-        resp = self.transport.handle_request(httpx.Request(
-            "POST", f"{self.url}/features/batch", headers={"Accept": BATCH_MEDIA_TYPE},
-            json={"ids": ids, "strict": False}, extensions={"timeout": self.timeout}))
-        resp.read()
-        entries = decode_batch(resp.content)
+        body = self.post("/features/batch", json.dumps({"ids": ids, "strict": False}).encode(), _BATCH_HEADERS)
+        entries = decode_batch(body)
         out = np.empty((len(ids), *(entries[0].shape or ())), dtype=np.float32)
         for k, entry in enumerate(entries):
             decode_chunk(entry.data, entry.shape or (), self.enc, out=out[k])
         return out
 
     def close(self) -> None:
+        raise NotImplementedError
+
+
+_BATCH_HEADERS = {"Accept": BATCH_MEDIA_TYPE, "Content-Type": "application/json"}
+
+
+class HttpxBatches(_LibraryBatches):
+    """Through ``httpx.HTTPTransport``, which ``TeacherClient`` used before ``http.client``."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.transport = httpx.HTTPTransport()
+        self.timeout = httpx.Timeout(30.0).as_dict()
+
+    def post(self, path: str, body: bytes, headers: dict[str, str]) -> bytes:
+        resp = self.transport.handle_request(httpx.Request("POST", self.url + path, headers=headers, content=body,
+                                                           extensions={"timeout": self.timeout}))
+        return resp.read()
+
+    def close(self) -> None:
         self.transport.close()
 
 
+class Urllib3Batches(_LibraryBatches):
+    """Through urllib3's ``HTTPConnectionPool`` (``http.client`` underneath; its lowest-level call, ``urlopen``,
+    without urllib3's retries or redirects): the candidate replacement for ``shared/connections.py``."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.pool = urllib3.connection_from_url(url, maxsize=4, timeout=urllib3.Timeout(30.0), retries=False)
+
+    def post(self, path: str, body: bytes, headers: dict[str, str]) -> bytes:
+        return self.pool.urlopen("POST", path, body=body, headers=headers, retries=False, redirect=False).data
+
+    def close(self) -> None:
+        self.pool.close()
+
+
 def http_batch(url: str, ids: list[str], batch: int, in_flight: int, frame_bytes: float,
-               make_client: Callable[[str], TeacherClient | HttpxBatches] = TeacherClient) -> dict:
+               make_client: Callable[[str], TeacherClient | _LibraryBatches] = TeacherClient) -> dict:
     """``get_many`` over consecutive batches (decode included), ``in_flight`` requests at a time: one client per
     thread, as the trainer has one per DataLoader worker, so the server prepares the next batch while this
     process decodes the last one."""
     parts = [ids[i : i + batch] for i in range(0, len(ids) - batch + 1, batch)]
     local = threading.local()
-    clients: list[TeacherClient | HttpxBatches] = []
+    clients: list[TeacherClient | _LibraryBatches] = []
 
     def fetch(part: list[str]) -> float:
         if not hasattr(local, "client"):
@@ -190,6 +226,25 @@ def http_batch_processes(pool: ProcessPoolExecutor, ids: list[str], batch: int, 
     return {"frames_per_s": frames / dt, "MB_per_s": frames * frame_bytes / dt / 1e6}
 
 
+def client_pairs(url: str, ids: list[str], batch: int, frame_bytes: float, pairs: int) -> dict[str, dict]:
+    """``TeacherClient`` against each other library's transport on the same batches, 2 in flight, run back to back
+    ``pairs`` times: on a shared VM whose speed drifts within seconds, the ratio within a pair is steadier than
+    one taken across a whole round. Per library: the median and range of (library / ours) in frames/s and in
+    client CPU per frame."""
+    out: dict[str, dict] = {}
+    for name, cls in (("httpx", HttpxBatches), ("urllib3", Urllib3Batches)):
+        speed, cpu = [], []
+        for _ in range(pairs):
+            ours = http_batch(url, ids, batch, 2, frame_bytes)
+            other = http_batch(url, ids, batch, 2, frame_bytes, cls)
+            speed.append(other["frames_per_s"] / ours["frames_per_s"])
+            cpu.append(other["client_cpu_us_per_frame"] / ours["client_cpu_us_per_frame"])
+        out[name] = {"speed_vs_ours": float(np.median(speed)), "speed_vs_ours_range": [min(speed), max(speed)],
+                     "client_cpu_vs_ours": float(np.median(cpu)), "client_cpu_vs_ours_range": [min(cpu), max(cpu)],
+                     "pairs": pairs}
+    return out
+
+
 def _parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--manifest", type=Path, required=True)
@@ -198,6 +253,8 @@ def _parse_args() -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds over every path (medians reported)")
     p.add_argument("--single-frames", type=int, default=500, help="frames fetched one GET at a time per round")
     p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--client-pairs", type=int, default=20,
+                   help="back-to-back pairs of TeacherClient vs httpx / urllib3 transports (2 in flight)")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "serve.json")
     return p.parse_args()
 
@@ -207,15 +264,11 @@ def bench_store(tmp: Path, manifest: Path, frames: int, teacher: LoadedTeacher) 
 
     Returns the store's path, the dataset (its collection) and the precompute rate in frames/s.
     """
-    m = read_manifest(manifest)
-    sub = tmp / "manifest.jsonl"
-    records = [f.model_copy(update={"rgb": str(m.path(f.rgb)), "depth": None, "raw_depth": None, "hha": None,
-                                    "rgb_next": None, "flow": None, "intrinsics": None}) for f in m][:frames]
-    write_manifest(sub, m.header, records)
+    sub, dataset = rgb_subset(manifest, frames, tmp / "manifest.jsonl")
     store = tmp / "store"
     t = time.perf_counter()
     summary = precompute(store, [sub], teacher, encoding("f32-zstd1"), progress=False)
-    return store, m.header.dataset, summary.frames_computed / (time.perf_counter() - t)
+    return store, dataset, summary.frames_computed / (time.perf_counter() - t)
 
 
 def _paths(url: str, pool: ProcessPoolExecutor, reader: ChunkReader, enc: FeatureEncoding, ids: list[str],
@@ -226,8 +279,8 @@ def _paths(url: str, pool: ProcessPoolExecutor, reader: ChunkReader, enc: Featur
         "http_single": lambda: http_single(url, ids[: args.single_frames]),
         **{f"http_batch_{n}": functools.partial(http_batch, url, ids, args.batch, n, frame_bytes) for n in (1, 2)},
         "http_batch_procs": functools.partial(http_batch_processes, pool, ids, args.batch, frame_bytes),
-        **{f"httpx_batch_{n}": functools.partial(http_batch, url, ids, args.batch, n, frame_bytes, HttpxBatches)
-           for n in (1, 2)},
+        **{f"{name}_batch_{n}": functools.partial(http_batch, url, ids, args.batch, n, frame_bytes, cls)
+           for name, cls in (("httpx", HttpxBatches), ("urllib3", Urllib3Batches)) for n in (1, 2)},
     }
 
 
@@ -268,7 +321,8 @@ def summarise(per_round: dict[str, list[dict]]) -> dict[str, dict]:
 
 def print_tables(results: dict, batch: int) -> None:
     """The Markdown tables of BENCHMARKS.md: per-frame hot path, codecs, and every read path."""
-    print(f"Machine: {results['machine']}; teacher {results['teacher']}; {results['frames']} frames of "
+    print(f"Machine: {results['machine']}; load average {results['load_average_start']} -> "
+          f"{results['load_average_end']}; teacher {results['teacher']}; {results['frames']} frames of "
           f"{tuple(results['map_shape'])}, {results['zero_fraction']:.0%} zeros\n")
     hot = results["hot_path"]
     print(f"Per frame ({hot['chunk_bytes']:.0f} B chunks, best of 3): server read incl. CRC32C check "
@@ -285,7 +339,8 @@ def print_tables(results: dict, batch: int) -> None:
         "http_batch_1": f"batch of {batch}, `TeacherClient.get_many`, 1 in flight",
         "http_batch_2": f"batch of {batch}, `TeacherClient.get_many`, 2 in flight",
         "http_batch_procs": f"batch of {batch}, `TeacherClient.get_many`, 2 client processes",
-        **{f"httpx_batch_{n}": f"batch of {batch}, same requests through `httpx.HTTPTransport`, {n} in flight"
+        **{f"{name}_batch_{n}": f"batch of {batch}, same requests through `{lib}`, {n} in flight"
+           for name, lib in (("httpx", "httpx.HTTPTransport"), ("urllib3", "urllib3.HTTPConnectionPool"))
            for n in (1, 2)},
     }
     print("\n| path | frames/s | MB/s | p50 ms | p99 ms | vs ceiling (range over rounds) | client CPU µs/frame "
@@ -298,12 +353,19 @@ def print_tables(results: dict, batch: int) -> None:
             f"{r['vs_ceiling']:.2f} ({lo:.2f}–{hi:.2f})",
             *(f"{r[m]:.0f}" if m in r else "" for m in ("client_cpu_us_per_frame", "server_cpu_us_per_frame"))]
         print(f"| {label} | {' | '.join(cells)} |")
+    print(f"\nBack-to-back pairs, batch of {batch}, 2 in flight (library / `TeacherClient`, median and range):\n")
+    print("| transport | pairs | frames/s vs ours | client CPU per frame vs ours |\n|---|---|---|---|")
+    for name, r in results["client_pairs"].items():
+        (slo, shi), (clo, chi) = r["speed_vs_ours_range"], r["client_cpu_vs_ours_range"]
+        print(f"| {name} | {r['pairs']} | {r['speed_vs_ours']:.3f} ({slo:.2f}–{shi:.2f}) | "
+              f"{r['client_cpu_vs_ours']:.3f} ({clo:.2f}–{chi:.2f}) |")
 
 
 def main() -> None:
     args = _parse_args()
     teacher = (load_teacher("checkpoint", args.teacher) if Path(args.teacher).is_file()
                else load_teacher(args.teacher, "random"))
+    load_start = load_average()
     with tempfile.TemporaryDirectory() as tmp:
         store, dataset, precompute_rate = bench_store(Path(tmp), args.manifest, args.frames, teacher)
         opened = FeatureStore.open(store)
@@ -322,8 +384,9 @@ def main() -> None:
             list(pool.map(_worker_fetch, [ids[: args.batch]] * 2))  # start and connect both workers
             per_round = interleaved_rounds(_paths(url, pool, reader, enc, ids, args, frame_bytes), args.rounds,
                                            len(ids) // args.batch * args.batch)
+            results["client_pairs"] = client_pairs(url, ids, args.batch, frame_bytes, args.client_pairs)
         reader.close()
-    results.update(summarise(per_round))
+    results.update(summarise(per_round), load_average_start=load_start, load_average_end=load_average())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print_tables(results, args.batch)

@@ -14,7 +14,16 @@ from teacher_server.settings import MigrateSettings, PrecomputeSettings, ServeSe
 __all__ = ["main"]
 
 
+PIPELINE_OPENMP = {"OMP_WAIT_POLICY": "PASSIVE"}
+"""OpenMP settings of a precompute process, set (unless given) before torch loads OpenMP. The teacher's forward
+shares the cores with the image-decoding workers and the shard writer; OpenMP threads that spin while waiting for
+the rest of their team take the cores those need: on 2 busy cores a 2-thread forward ran at 1/4 of the speed of a
+1-thread one with spinning, and at the same speed passive (BENCHMARKS.md, "Precompute pipeline")."""
+
+
 def _precompute(s: PrecomputeSettings) -> None:
+    for name, value in PIPELINE_OPENMP.items():
+        os.environ.setdefault(name, value)
     from shared.distributed import process_group, rank_device, ranks_from_env
     from shared.features import encoding
     from shared.nets.teachers import load_teacher

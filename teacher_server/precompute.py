@@ -9,6 +9,7 @@ after its bytes are durable; a rerun skips done shards, ``repair`` recomputes da
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +33,8 @@ from teacher_server.shard_writer import HostMaps, ShardWriter, to_host
 from teacher_server.store import Collection, CollectionSpec, FeatureStore
 from teacher_server.verify import shard_damage
 
-__all__ = ["PrecomputeSummary", "WorkerSlot", "collection_specs", "precompute", "total_over_ranks", "worker_slot"]
+__all__ = ["PrecomputeSummary", "WorkerSlot", "collection_specs", "default_loader_workers", "frame_loader",
+           "precompute", "teacher_views", "total_over_ranks", "worker_slot"]
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +189,33 @@ def shards_to_compute(store: FeatureStore, col: Collection, owned: Sequence[int]
     return todo
 
 
+def default_loader_workers(device: torch.device) -> int:
+    """``loader_workers`` when not given: 2 on the CPU, where the workers share the cores with the forward; on
+    CUDA, where the forward leaves the host's cores to PNG decoding, one per core this process may run on, split
+    between torchrun's ranks on the host (``LOCAL_WORLD_SIZE``)."""
+    if device.type != "cuda":
+        return 2
+    ranks_here = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(2, len(os.sched_getaffinity(0)) // ranks_here)
+
+
+def frame_loader(col: Collection, paths: list[Path], teacher: LoadedTeacher, shards: Sequence[int], batch_size: int,
+                 workers: int, device: torch.device, resize: bool) -> DataLoader:
+    """The normalised RGB frames of ``shards`` (``paths``: one per row of ``col``) in batches (B, 3, H, W) float32,
+    shard by shard, decoded in ``workers`` processes (pinned for a CUDA ``device``)."""
+    data = _RgbFrames(paths, col.input_size, teacher.identity.mean, teacher.identity.std, resize=resize)
+    return DataLoader(data, batch_sampler=_ShardBatches(col, shards, batch_size), num_workers=workers,
+                      pin_memory=device.type == "cuda", persistent_workers=False)
+
+
+def teacher_views(trunk: torch.nn.Module, x: torch.Tensor, mirror: bool, amp_dtype: torch.dtype | None) -> torch.Tensor:
+    """The teacher's maps (B, V, C, H, W) of a batch ``x`` (B, 3, H, W) on the trunk's device: the identity view,
+    then (``mirror``) the map of each frame mirrored left-right, under autocast in ``amp_dtype`` (None: float32)."""
+    with autocast(x.device, amp_dtype):
+        views = [trunk(x), *([trunk(torch.flip(x, dims=[3]))] if mirror else [])]
+    return torch.stack(views, dim=1)
+
+
 def _forward_shards(loader: DataLoader, trunk: torch.nn.Module, col: Collection, todo: Sequence[int],
                     writer: ShardWriter, device: torch.device, amp_dtype: torch.dtype | None, bar: tqdm) -> None:
     """The teacher's forward over the loader's batches (every view of each), handing each finished shard to the
@@ -199,9 +228,7 @@ def _forward_shards(loader: DataLoader, trunk: torch.nn.Module, col: Collection,
     with torch.inference_mode():
         for x in loader:
             x = x.to(device, non_blocking=True, memory_format=torch.channels_last)
-            with autocast(device, amp_dtype):
-                views = [trunk(x), *([trunk(torch.flip(x, dims=[3]))] if mirror else [])]
-            pending.append(to_host(torch.stack(views, dim=1)))
+            pending.append(to_host(teacher_views(trunk, x, mirror, amp_dtype)))
             filled += len(x)
             bar.update(len(x))
             if filled == len(col.shard_rows(shard)):
@@ -220,7 +247,7 @@ def precompute(
     input_size: tuple[int, int] | None = None,
     shard_frames: int = 256,
     batch_size: int = 32,
-    loader_workers: int = 2,
+    loader_workers: int | None = None,
     device: torch.device | None = None,
     amp: bool | None = None,
     views: Sequence[str] = VIEWS,
@@ -233,7 +260,8 @@ def precompute(
     ``store_path`` is a folder or ``s3://bucket/prefix``; either way each worker writes only its own shards.
     ``views``: ``identity`` and, by default, ``mirror`` (the map of each frame mirrored left-right, computed by a
     second forward: what a student trained on mirrored inputs must regress). ``amp``: see
-    :data:`shared.settings.AMP_HELP`.
+    :data:`shared.settings.AMP_HELP`. ``loader_workers``: None = :func:`default_loader_workers`. On the CPU, start
+    the process with ``teacher_server.cli.PIPELINE_OPENMP`` in the environment (the CLI does).
     """
     t0 = time.perf_counter()
     device = device or select_device("auto")
@@ -251,10 +279,9 @@ def precompute(
             col.record_summary()
             summary.collections[spec.name] = col.summary()
             continue
-        data = _RgbFrames(paths[spec.name], col.input_size, teacher.identity.mean, teacher.identity.std,
-                          resize=input_size is not None)
-        loader = DataLoader(data, batch_sampler=_ShardBatches(col, todo, batch_size), num_workers=loader_workers,
-                            pin_memory=device.type == "cuda", persistent_workers=False)
+        workers = default_loader_workers(device) if loader_workers is None else loader_workers
+        loader = frame_loader(col, paths[spec.name], teacher, todo, batch_size, workers, device,
+                              resize=input_size is not None)
         bar = tqdm(total=sum(len(col.shard_rows(k)) for k in todo), desc=f"precompute {spec.name}", unit="frame",
                    disable=not progress)
         writer = ShardWriter(col, encoding)

@@ -52,7 +52,9 @@ class PrecomputeSettings(BaseSettings):
     encoding: Literal["f32-zstd1", "f16-zstd1"] = Field("f32-zstd1", description="stored dtype + codec")
     shard_frames: int = Field(256, ge=1, le=65536, description="frames per shard file")
     batch_size: int = Field(32, ge=1, description="frames per forward pass")
-    loader_workers: int = Field(2, ge=0, description="DataLoader processes decoding images")
+    loader_workers: int | None = Field(None, ge=0, description="DataLoader processes decoding images (default: 2 on "
+                                       "the CPU, which they share with the forward; on CUDA one per core, split "
+                                       "between torchrun's ranks on the host)")
     device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
     amp: bool | None = Field(None, description=AMP_HELP)
     views: list[Literal["identity", "mirror"]] = Field(

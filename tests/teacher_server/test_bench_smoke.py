@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -15,14 +16,32 @@ pytestmark = pytest.mark.slow
 def test_bench_serve_measures_every_path(tmp_path, dataset, teacher_ckpt):
     out = tmp_path / "serve.json"
     run_cli("bench.serve", "--manifest", str(dataset), "--teacher", str(teacher_ckpt), "--frames", "32",
-            "--rounds", "1", "--single-frames", "4", "--batch", "8", "--out", str(out))
+            "--rounds", "1", "--single-frames", "4", "--batch", "8", "--client-pairs", "2", "--out", str(out))
     result = json.loads(out.read_text())
     paths = ["in_process", "http_single", "http_batch_1", "http_batch_2", "http_batch_procs", "httpx_batch_1",
-             "httpx_batch_2"]
+             "httpx_batch_2", "urllib3_batch_1", "urllib3_batch_2"]
     assert all(result[p]["frames_per_s"] > 0 and len(result[p]["rounds"]) == 1 for p in paths)
     assert result["in_process"]["vs_ceiling"] == 1.0
     assert all(result[p]["server_cpu_us_per_frame"] >= 0 for p in paths if "batch" in p)
     assert result["codecs"][0]["max_rel_error"] == 0.0  # the lossless default
+    assert len(result["load_average_start"]) == 3
+    assert all(result["client_pairs"][lib]["pairs"] == 2 and result["client_pairs"][lib]["speed_vs_ours"] > 0
+               for lib in ("httpx", "urllib3"))
+
+
+def test_bench_precompute_measures_every_stage(tmp_path, dataset, teacher_ckpt):
+    out = tmp_path / "precompute.json"
+    run_cli("bench.precompute", "--manifest", str(dataset), "--teacher", str(teacher_ckpt), "--frames", "12",
+            "--rounds", "2", "--batch-size", "4", "--shard-frames", "8", "--loader-workers", "1", "--out", str(out))
+    result = json.loads(out.read_text())
+    assert result["frames"] == 12 and result["views"] == ["identity", "mirror"] and len(result["rounds"]) == 2
+    for r in result["rounds"]:
+        assert all(r[k] > 0 for k in ("forward", "loader", "writer", "precompute"))
+        assert r["pipelined_ideal"] == pytest.approx(1 / (1 / r["forward"] + 1 / r["loader"]))
+        assert r["ratio_vs_pipelined_ideal"] == pytest.approx(r["precompute"] / r["pipelined_ideal"])
+        assert "loader_all_cores" not in r  # a CPU device: forward and loader share the cores
+    assert result["ratio_vs_pipelined_ideal"] == result["median"]["ratio_vs_pipelined_ideal"]
+    assert result["openmp"] == {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}  # as the CLI runs
 
 
 def test_bench_s3_read_runs_against_moto(tmp_path, store_path):
