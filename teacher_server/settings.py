@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from shared.features import ENCODINGS
 from shared.settings import AMP_HELP, split_commas
 
 __all__ = ["MigrateSettings", "PrecomputeSettings", "ServeSettings", "VerifySettings"]
@@ -27,6 +28,7 @@ PathList = Annotated[list[Path], NoDecode, BeforeValidator(split_commas)]
 StrList = Annotated[list[str], NoDecode, BeforeValidator(split_commas)]
 IntList = Annotated[list[int], NoDecode, BeforeValidator(split_commas)]
 _CONFIG = SettingsConfigDict(env_prefix="TEACHER_", extra="ignore")
+EncodingName = Literal[tuple(ENCODINGS)]  # type: ignore[valid-type]  # the names shared.features registers
 
 
 class PrecomputeSettings(BaseSettings):
@@ -42,7 +44,8 @@ class PrecomputeSettings(BaseSettings):
     )
     seed: int = Field(0, description="seed of 'random' teacher weights")
     input_size: IntList | None = Field(None, description="H W to resize every frame to (default: native size)")
-    encoding: Literal["f32-zstd1", "f16-zstd1"] = Field("f32-zstd1", description="stored dtype + codec")
+    encoding: EncodingName = Field("f32-zstd1", description="stored encoding: f32-zstd1 lossless; f16-zstd1 "
+                                   "float16; q8-zstd1 / q10-zstd1 per-channel 8- / 10-bit codes (README, Encodings)")
     shard_frames: int = Field(256, ge=1, le=65536, description="frames per shard file")
     batch_size: int = Field(32, ge=1, description="frames per forward pass")
     loader_workers: int = Field(2, ge=0, description="DataLoader processes decoding images")
