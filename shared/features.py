@@ -139,7 +139,7 @@ class FeatureEncoding:
 
     def header(self) -> str:
         """Compact form for the ``X-Feature-Codec`` header, e.g. ``zstd;level=1;checksum=1;crc32c=1``; quantised:
-        ``...;crc32c=1;quantize=8;scale=float16;qversion=1`` (``X-Feature-Dtype`` is then the decoded float32)."""
+        ``...;crc32c=1;quantize=8;scale=bfloat16;qversion=1`` (``X-Feature-Dtype`` is then the decoded float32)."""
         out = f"{self.codec};level={self.level};checksum={int(self.checksum)}" + (";crc32c=1" if self.crc32c else "")
         if q := self.quantizer:
             out += f";quantize={q.bits};scale={q.scale_dtype};qversion={q.version}"
@@ -156,9 +156,10 @@ class FeatureEncoding:
 ENCODINGS: dict[str, FeatureEncoding] = {
     "f32-zstd1": FeatureEncoding("float32"),  # lossless default
     "f16-zstd1": FeatureEncoding("float16"),  # lossy option: ~2x smaller, <= 2**-11 relative rounding
-    "q8-zstd1": FeatureEncoding("float32", quantizer=Quantizer(8, "float16")),  # per-channel 8-bit codes
-    "q10-zstd1": FeatureEncoding("float32", quantizer=Quantizer(10, "float16")),  # per-channel 10-bit codes
-    "q8s32-zstd1": FeatureEncoding("float32", quantizer=Quantizer(8, "float32")),  # 8-bit, float32 steps
+    # per-channel linear quantisation (shared.quantize; bfloat16 steps, exact zeros kept), then zstd:
+    "q10-zstd1": FeatureEncoding("float32", quantizer=Quantizer(10)),  # 10-bit codes
+    "q8-zstd1": FeatureEncoding("float32", quantizer=Quantizer(8)),  # 8-bit codes
+    "q6-zstd1": FeatureEncoding("float32", quantizer=Quantizer(6)),  # 6-bit codes
 }
 
 

@@ -13,13 +13,14 @@ student regresses)::
 
 The arithmetic of the encoder is float64, rounding half to even. Error: ``|x' - x| <= s / 2`` on planes without
 negative values (``<= s`` at the extreme of a plane with both signs, where rounding ``z`` can push the top code one
-step over and it is clipped). With ``scale_dtype="float16"`` a step below float16's normal range (6.1e-5, i.e.
-planes whose largest value is under ~0.016 at 8 bits) is subnormal and coarser than float32's; the store records
-the max error either way.
+step over and it is clipped). ``scale_dtype="bfloat16"`` stores each step in 2 bytes (the upper half of its
+float32) with float32's whole exponent range, so no plane's values are too small or too large for it; rounding the
+step up to 8 significant bits costs at most 2**-7 of the resolution (the codes of a plane's top value end at
+>= 253 of 255 instead of 255).
 
 Serialised layout of one map (little-endian), which zstd then compresses::
 
-    P steps (scale_dtype) | P zero points (uint8 for bits <= 8, else uint16) | codes
+    P steps (float32, or bfloat16 as uint16) | P zero points (uint8 for bits <= 8, else uint16) | codes
 
 ``codes``: for bits <= 8 one uint8 per element (C order); for 8 < bits <= 16 the low byte of every code (one uint8
 per element), then ``bits - 8`` bit planes of the high bits (bit 8 first), each ``np.packbits`` of the n elements
@@ -44,22 +45,22 @@ __all__ = ["QUANTIZER_VERSION", "Quantizer", "decode", "dequantize", "encode", "
            "roundtrip"]
 
 QUANTIZER_VERSION = 1
-ScaleDtype = Literal["float32", "float16"]
+ScaleDtype = Literal["float32", "bfloat16"]
 
 
 @dataclass(frozen=True)
 class Quantizer:
-    """``bits`` per code (2..16) and the dtype of the per-channel steps (float16 halves their bytes)."""
+    """``bits`` per code (2..16) and the dtype of the per-channel steps (bfloat16 halves their bytes)."""
 
     bits: int = 8
-    scale_dtype: ScaleDtype = "float32"
+    scale_dtype: ScaleDtype = "bfloat16"
     version: int = QUANTIZER_VERSION
 
     def __post_init__(self) -> None:
         if not isinstance(self.bits, int) or not 2 <= self.bits <= 16:
             raise ValueError(f"quantiser bits must be an integer in 2..16, got {self.bits!r}")
-        if self.scale_dtype not in ("float32", "float16"):
-            raise ValueError(f"quantiser scale_dtype must be 'float32' or 'float16', got {self.scale_dtype!r}")
+        if self.scale_dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"quantiser scale_dtype must be 'float32' or 'bfloat16', got {self.scale_dtype!r}")
         if self.version != QUANTIZER_VERSION:
             raise ValueError(f"quantiser version {self.version!r} is not supported (expected {QUANTIZER_VERSION})")
 
@@ -77,7 +78,8 @@ class Quantizer:
 
     @property
     def step_dtype(self) -> np.dtype:
-        return np.dtype(self.scale_dtype).newbyteorder("<")
+        """How a step is serialised: float32, or bfloat16 as the uint16 upper half of its float32."""
+        return np.dtype("<f4" if self.scale_dtype == "float32" else "<u2")
 
     def to_dict(self) -> dict[str, Any]:
         return {"bits": self.bits, "scale_dtype": self.scale_dtype, "version": self.version}
@@ -90,27 +92,44 @@ class Quantizer:
 
 
 def _steps(lo: np.ndarray, hi: np.ndarray, q: Quantizer) -> np.ndarray:
-    """Per-plane steps in ``q.scale_dtype``, each >= (hi - lo) / qmax (rounded up, so the top code fits).
+    """Per-plane steps as float32 values that ``q.scale_dtype`` holds exactly, each >= (hi - lo) / qmax (rounded
+    up, so the top code fits).
 
     Raises:
-        ValueError: a step beyond the scale dtype's range (float16: a plane spanning more than ~65504 * qmax).
+        ValueError: a step beyond float32's range (a plane spanning more than ~3e38 * qmax: not a feature map).
     """
     exact = (hi - lo) / q.qmax
     with np.errstate(over="ignore"):  # an overflow becomes inf, refused below
-        steps = exact.astype(q.scale_dtype)
+        steps = exact.astype(np.float32)
     low = steps.astype(np.float64) < exact
-    steps[low] = np.nextafter(steps[low], np.asarray(np.inf, dtype=q.scale_dtype))
+    steps[low] = np.nextafter(steps[low], np.float32(np.inf))
+    if q.scale_dtype == "bfloat16":
+        bits = steps.view(np.uint32)
+        upper = (bits >> 16) + ((bits & 0xFFFF) != 0)  # round up to the next bfloat16 (inf stays inf)
+        steps = (upper.astype(np.uint32) << 16).view(np.float32)
     if not np.isfinite(steps).all():
-        raise ValueError(f"a channel spans {float((hi - lo).max()):.6g}, beyond what {q.scale_dtype} steps of "
-                         f"{q.bits}-bit codes can hold; use an encoding with float32 scales")
+        raise ValueError(f"a channel spans {float((hi - lo).max()):.6g}, beyond what float32 steps of {q.bits}-bit "
+                         "codes can hold")
     return steps
+
+
+def _steps_to_bytes(steps: np.ndarray, q: Quantizer) -> bytes:
+    if q.scale_dtype == "float32":
+        return steps.astype("<f4").tobytes()
+    return (steps.view(np.uint32) >> 16).astype("<u2").tobytes()
+
+
+def _steps_from(raw: np.ndarray, q: Quantizer) -> np.ndarray:
+    """float32 steps from their serialised form (``raw`` viewed as ``q.step_dtype``)."""
+    return raw.astype(np.float32) if q.scale_dtype == "float32" else (raw.astype(np.uint32) << 16).view(np.float32)
 
 
 def quantize(x: np.ndarray, q: Quantizer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Quantise maps ``x`` (..., H, W) plane by plane (every (H, W) plane its own step and zero point).
 
     Returns:
-        steps (...,) in ``q.scale_dtype``; zero points (...,) and codes (..., H, W) in ``q.code_dtype``.
+        steps (...,) float32 (values ``q.scale_dtype`` holds exactly); zero points (...,) and codes (..., H, W) in
+        ``q.code_dtype``.
     Raises:
         ValueError: ``x`` has fewer than 2 dimensions, NaN or infinite values, or a range the steps cannot hold.
     """
@@ -137,7 +156,7 @@ def dequantize(steps: np.ndarray, zeros: np.ndarray, codes: np.ndarray, out: np.
         np.subtract(codes, zeros[..., None, None], out=out, dtype=np.float32)
     else:
         np.copyto(out, codes, casting="unsafe")
-    np.multiply(out, steps.astype(np.float32)[..., None, None], out=out)
+    np.multiply(out, steps[..., None, None], out=out)
     return out
 
 
@@ -156,7 +175,7 @@ def encoded_size(shape: Sequence[int], q: Quantizer) -> int:
 def encode(x: np.ndarray, q: Quantizer) -> bytes:
     """Serialise one map (..., H, W) (see the module docstring for the layout)."""
     steps, zeros, codes = quantize(x, q)
-    parts = [steps.astype(q.step_dtype).tobytes(), zeros.astype(q.zero_dtype).tobytes()]
+    parts = [_steps_to_bytes(steps, q), zeros.astype(q.zero_dtype).tobytes()]
     flat = codes.ravel()
     if q.bits <= 8:
         parts.append(flat.tobytes())
@@ -182,8 +201,8 @@ def decode(data: bytes | memoryview | np.ndarray, shape: Sequence[int], q: Quant
     if out is not None and out.shape != shape:
         raise DataError(f"feature map of shape {shape} does not fit an output of shape {out.shape}")
     planes, n = math.prod(shape[:-2]), math.prod(shape)
-    steps = buf[: planes * q.step_dtype.itemsize].view(q.step_dtype)
-    at = steps.nbytes
+    at = planes * q.step_dtype.itemsize
+    steps = _steps_from(buf[:at].view(q.step_dtype), q)
     zeros = buf[at : at + planes * q.zero_dtype.itemsize].view(q.zero_dtype)
     at += zeros.nbytes
     if q.bits <= 8:
