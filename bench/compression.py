@@ -220,6 +220,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--demo", type=Path, default=REPO / "runs" / "demo", help="a finished xmodal-demo folder (its "
                    "manifest, RGB teacher and proposals are used)")
+    p.add_argument("--manifest", type=Path, help="default: <demo>/data/synth/manifest.jsonl")
+    p.add_argument("--teacher", type=Path, help="RGB teacher checkpoint; default: <demo>/runs/rgb/checkpoint.pt")
     p.add_argument("--work", type=Path, default=REPO / "runs" / "compression", help="stores, students, detectors")
     p.add_argument("--encodings", nargs="+", default=list(ENCODINGS), choices=list(ENCODINGS))
     p.add_argument("--stages", nargs="+", default=["codec", "wire", "transfer", "detect"],
@@ -233,15 +235,20 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=64, help="ids per batch request (wire stage)")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "compression.json")
     a = p.parse_args()
-    a.manifest = a.demo / "data" / "synth" / "manifest.jsonl"
-    a.teacher = a.demo / "runs" / "rgb" / "checkpoint.pt"
+    a.manifest = a.manifest or a.demo / "data" / "synth" / "manifest.jsonl"
+    a.teacher = a.teacher or a.demo / "runs" / "rgb" / "checkpoint.pt"
     encodings = [LOSSLESS, *(e for e in a.encodings if e != LOSSLESS)]
     m = read_manifest(a.manifest)
     a.test_ids = [f.id for f in m.split("depth_test") if f.hha]
     res: dict[str, Any] = {"machine": machine(), "args": {k: str(v) for k, v in vars(a).items()}, "encodings": {}}
     if a.out.is_file():  # keep what an earlier run measured for stages not run now
-        res["encodings"] = json.loads(a.out.read_text()).get("encodings", {})
+        res.update({k: v for k, v in json.loads(a.out.read_text()).items() if k not in ("machine", "args")})
     rows = res["encodings"]
+
+    def save() -> None:  # after every stage: hours of training are not lost to a crash in a later one
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps(res, indent=2) + "\n")
+
     for name in encodings:
         rows.setdefault(name, {})["store"] = store_stage(name, a)
     lossless = MemoryTargets(a.work / f"store-{LOSSLESS}", m.header.dataset)
@@ -251,29 +258,32 @@ def main() -> None:
         held = np.isin(ids, a.test_ids)
         for name in encodings:
             rows[name]["codec"] = codec_stage(name, truth, held)
+        save()
     if "wire" in a.stages:
         for name in encodings:
             rows[name]["wire"] = wire_stage(name, a, ids)
+        save()
     if "transfer" in a.stages:
         for name in encodings:
             own = MemoryTargets(a.work / f"store-{name}", m.header.dataset)
             down = heldout(transfer_stage(name, a.seed, a), a, {"lossless": lossless, "own": own})
             rows[name].setdefault("downstream", {}).update(down)
+            save()
         if a.spread_seeds:
             runs = [rows[LOSSLESS]["downstream"]["heldout_residual_vs_lossless"]]
             runs += [heldout(transfer_stage(LOSSLESS, s, a), a, {"lossless": lossless})["heldout_residual_vs_lossless"]
                      for s in a.spread_seeds]
             res["lossless_residual_seeds"] = {**_stats(runs), "seeds": [a.seed, *a.spread_seeds]}
-    if "detect" in a.stages:
-        for name in encodings:
+    save()
+    if "detect" in a.stages:  # every seed of --all-seeds-for first, then the first seed of the others
+        for name in sorted(encodings, key=lambda e: e not in a.all_seeds_for):
             student = a.work / f"transfer-{name}-seed{a.seed}"
             seeds = a.detect_seeds if name in a.all_seeds_for else a.detect_seeds[:1]
             down = rows[name].setdefault("downstream", {})
             for frozen in (False, True):
                 down[f"map_{'frozen' if frozen else 'finetuned'}"] = _stats(
                     [detect_stage(name, s, frozen, student, a) for s in seeds])
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(res, indent=2) + "\n")
+                save()
     print(markdown(res))
 
 
