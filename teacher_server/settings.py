@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from shared.features import ENCODINGS
 from shared.nets.archs import TEACHER_ARCHS, resolve_layer, teacher_layers
 from shared.settings import AMP_HELP, IntList, PathList, StrList, split_commas
 
@@ -31,6 +32,7 @@ _ALL_LAYERS = tuple(sorted({layer for a in TEACHER_ARCHS for layer in teacher_la
 _LAYERS = "; ".join(f"{a} {', '.join(teacher_layers(a))}"
                     + (f" (default {resolve_layer(a, None)})" if len(teacher_layers(a)) > 1 else "")
                     for a in TEACHER_ARCHS)
+EncodingName = Literal[tuple(ENCODINGS)]  # type: ignore[valid-type]  # the names shared.features registers
 
 
 class PrecomputeSettings(BaseSettings):
@@ -49,7 +51,8 @@ class PrecomputeSettings(BaseSettings):
     )
     seed: int = Field(0, description="seed of 'random' teacher weights")
     input_size: IntList | None = Field(None, description="H W to resize every frame to (default: native size)")
-    encoding: Literal["f32-zstd1", "f16-zstd1"] = Field("f32-zstd1", description="stored dtype + codec")
+    encoding: EncodingName = Field("f32-zstd1", description="stored encoding: f32-zstd1 lossless; f16-zstd1 "
+                                   "float16; q8-zstd1 / q10-zstd1 per-channel 8- / 10-bit codes (README, Encodings)")
     shard_frames: int = Field(256, ge=1, le=65536, description="frames per shard file")
     batch_size: int = Field(32, ge=1, description="frames per forward pass")
     loader_workers: int | None = Field(None, ge=0, description="DataLoader processes decoding images (default: 2 on "

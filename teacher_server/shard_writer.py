@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from shared.errors import DataError
 from shared.features import FeatureEncoding
 from teacher_server.store import Collection, shard_statistics
 
@@ -74,6 +75,19 @@ class ShardWriter:
         if self._error is not None:
             raise self._error
 
+    def _decoded(self, shard: int, feats: np.ndarray) -> np.ndarray:
+        """What clients will decode of the shard's maps (the error statistics compare it with ``feats``).
+
+        Raises:
+            DataError: maps the encoding cannot store (non-finite values for a quantised one), naming the frames.
+        """
+        try:
+            return self.encoding.roundtrip(feats)
+        except ValueError as e:
+            rows, ids = self.col.shard_rows(shard), self.col.ids
+            raise DataError(f"shard {shard} of {self.col.name!r} (frames {ids[rows.start]}..{ids[rows.stop - 1]}) "
+                            f"cannot be stored in encoding {self.encoding.header()}: {e}") from None
+
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
             if self._error is not None:
@@ -81,8 +95,8 @@ class ShardWriter:
             shard, batches = item
             try:
                 feats = np.concatenate([b.numpy() for b in batches])  # (n, V, C, H, W) float32
-                stored = feats.astype(np.dtype(self.encoding.dtype))
-                stats = shard_statistics(feats[:, 0], stored[:, 0].astype(np.float32))
+                stored = feats.astype(np.dtype(self.encoding.dtype))  # what zarr's codecs encode
+                stats = shard_statistics(feats[:, 0], self._decoded(shard, feats)[:, 0])
                 self.col.write_shard(shard, stored, stats)
                 self.frames_written += len(feats)
                 self.shards_written += 1

@@ -47,6 +47,7 @@ from shared.errors import DataError, XModalError
 from shared.features import VIEWS, FeatureEncoding
 from shared.identity import TeacherIdentity
 from shared.ids import validate_frame_id
+from shared.zarr_codec import QuantizeCodec  # registers the quantised encodings' codec before any store opens
 from teacher_server.shard_encode import write_full_shard
 from teacher_server.storage import StoreLocation, StoreObjects, open_objects
 
@@ -608,9 +609,10 @@ def _create_collection(group: zarr.Group, spec: CollectionSpec, enc: FeatureEnco
         meta = {}  # attributes that fail their digest are not evidence of anything
     s = max(1, min(int(meta.get("shard_frames", shard_frames)), n))
     compressors = [ZstdCodec(level=enc.level, checksum=enc.checksum), *([Crc32cCodec()] if enc.crc32c else [])]
+    serializer: Any = QuantizeCodec(enc.quantizer) if enc.quantizer is not None else "auto"
     _ensure_array(
         sub, "features", objects, rebuild, shape=(n, v, c, h, w), dtype=enc.dtype, chunks=(1, 1, c, h, w),
-        shards=(s, v, c, h, w), compressors=compressors, fill_value=0,
+        shards=(s, v, c, h, w), serializer=serializer, compressors=compressors, fill_value=0,
         config={"write_empty_chunks": True},  # an all-zero map is still a stored chunk the server can send
         dimension_names=("frame", "view", "channel", "y", "x"),
     )

@@ -68,7 +68,9 @@ _OFFERS = (CHUNK_MEDIA_TYPE, NPY_MEDIA_TYPE)  # what Accept chooses between; the
 _DESCRIPTION_CHUNK = (
     "Default body: the frame's stored chunk exactly as in the Zarr store — the (C, H, W) map as "
     "little-endian `X-Feature-Dtype`, compressed with Zstandard (frame checksum on). Decode: "
-    "`np.frombuffer(zstd.decompress(body), '<f4' or '<f2').reshape(shape)`. With `?format=npy`, or an "
+    "`np.frombuffer(zstd.decompress(body), '<f4' or '<f2').reshape(shape)`; quantised encodings (`X-Feature-Codec` "
+    "has `quantize=BITS`): per-channel steps + integer codes, `shared.features.decode_chunk` (layout in "
+    "`shared/quantize.py`). With `?format=npy`, or an "
     "`Accept` header that prefers `application/x-npy` (q-values honoured): a plain float32 `.npy` file, with "
     "its own ETag. Without `?format` the answer depends on `Accept` (`Vary: Accept`). `If-None-Match` "
     "(weak comparison, `*` included) answers 304. `?view=mirror`: the teacher's map of the mirrored frame (stores "

@@ -60,3 +60,20 @@ def test_bench_lb_runs_through_nginx(tmp_path, store_path):
             "--rounds", "1", "--batch", "8", "--repeats", "1", "--out", str(out))
     result = json.loads(out.read_text())
     assert len(result["paths"]) == 3 and all(r["frames_per_s"] > 0 for r in result["paths"].values())
+
+
+def test_bench_compression_runs_every_stage(tmp_path, synth_tiny, synth_teacher_ckpt):
+    out = tmp_path / "compression.json"
+    run_cli("bench.compression", "--manifest", str(synth_tiny), "--teacher", str(synth_teacher_ckpt), "--work",
+            str(tmp_path / "work"), "--encodings", "f32-zstd1", "q8-zstd1", "--profile", "tiny", "--transfer-seeds",
+            "0", "--detect-seeds", "0", "--out", str(out), timeout=900)
+    rows = json.loads(out.read_text())["encodings"]
+    assert rows["f32-zstd1"]["codec"]["relative_rms_error"] == 0.0 and rows["f32-zstd1"]["codec"]["exact_zeros_kept"]
+    q8 = rows["q8-zstd1"]
+    assert 0 < q8["codec"]["relative_rms_error"] < 0.01 and q8["store"]["ratio"] > rows["f32-zstd1"]["store"]["ratio"]
+    assert q8["wire"]["wire_bytes_per_frame"] > q8["codec"]["chunk_bytes"]  # framing on top of the chunk
+    for r in rows.values():
+        down = r["downstream"]
+        assert down["heldout_residual"]["mean"] > 0 and len(down["heldout_residual"]["runs"]) == 1
+        assert len(down["paired_delta"]) == 1 and len(down["map_finetuned"]["runs"]) == 1
+    assert rows["f32-zstd1"]["downstream"]["paired_delta"] == [0.0]
