@@ -122,15 +122,15 @@ def goals(table: Mapping[str, Any], teachers: list[str]) -> list[dict[str, Any]]
     """
     rows = table["rows"]
 
-    def m(key: str) -> float | None:
-        return 100 * rows[key]["mAP"]["mean"] if key in rows else None
+    def m(key: str) -> float | None:  # as the tables print it, so "met" agrees with the numbers shown
+        return round(100 * rows[key]["mAP"]["mean"], 1) if key in rows else None
 
     out = []
 
     def check(name: str, left: float | None, right: float | None, need: float, what: str) -> None:
         if left is None or right is None:
             return
-        diff = left - right
+        diff = round(left - right, 1)
         met = abs(diff) <= need if what == "within" else diff >= need if need else diff > 0
         out.append({"goal": name, "left": left, "right": right, "difference": diff, "need": need, "met": met})
 
