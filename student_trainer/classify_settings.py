@@ -20,7 +20,7 @@ CLASSIFY_PROFILES: dict[str, dict[str, Any]] = {
     "tiny": {"iterations": 20, "batch_size": 16, "crop_size": 32, "width": 0.5, "checkpoint_every": 10,
              "log_every": 5, "loader_workers": 0},
     # quick: the CPU demo's teacher (how it was chosen: BENCHMARKS.md, "The benchmark's shape")
-    "quick": {"iterations": 2000, "batch_size": 64, "crop_size": 64, "width": 1.0, "checkpoint_every": 500,
+    "quick": {"iterations": 2000, "batch_size": 64, "crop_size": 48, "width": 1.0, "checkpoint_every": 500,
               "log_every": 50, "loader_workers": 1},
     "full": {"iterations": 40000, "batch_size": 128, "crop_size": 96, "width": 1.0, "checkpoint_every": 2000,
              "log_every": 100, "loader_workers": 4},
@@ -36,7 +36,7 @@ class ClassifySettings(TrainSettings):
     test_split: str = Field("rgb_pretrain_test", description="held-out split: top-1 accuracy after training")
     iterations: int = Field(2000, ge=0, description="optimiser steps (0 writes the initial trunk only)")
     batch_size: int = Field(64, ge=1, description="crops per step")
-    crop_size: int = Field(64, ge=16, description="side of the square crop, pixels (each object's box with its "
+    crop_size: int = Field(48, ge=16, description="side of the square crop, pixels (each object's box with its "
                            "context, resized to this)")
     context: float = Field(1.4, ge=1.0, description="crop side / the box's longer side")
     jitter: float = Field(0.15, ge=0, lt=0.5, description="training augmentation: the crop's scale varies by up to "
