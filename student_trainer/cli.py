@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from shared.settings import Command, run_commands
+from student_trainer.classify_settings import ClassifySettings
 from student_trainer.detect_settings import CompareSettings, DetectSettings, ProposalSettings
 from student_trainer.transfer_settings import TransferSettings
 
@@ -28,6 +29,12 @@ def _detect(s: DetectSettings) -> None:
 
     summary = run_detect(s)
     print(json.dumps(summary, indent=2))
+
+
+def _classify(s: ClassifySettings) -> None:
+    from student_trainer.classify import run_classify
+
+    print(json.dumps(run_classify(s), indent=2))
 
 
 def _proposals(s: ProposalSettings) -> None:
@@ -53,6 +60,9 @@ _COMMANDS: dict[str, Command] = {
     "detect": (DetectSettings, _detect,
                "train a Fast R-CNN detector (rgb, hha or flow) from a random, copy-rgb or transferred trunk on "
                "external proposals, and report VOC AP on the test split"),
+    "classify": (ClassifySettings, _classify,
+                 "train the ImageNet-like RGB teacher: a trunk that classifies object crops of separate labelled "
+                 "renders (xmodal-data synth --profile pretrain-quick); a teacher, copy-rgb source and detector init"),
     "proposals": (ProposalSettings, _proposals,
                   "generate (or finish) the proposal cache detectors read, for every labelled frame by default; "
                   "run it once before several detectors train at the same time"),

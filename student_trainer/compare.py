@@ -25,7 +25,7 @@ from student_trainer.detect import run_detect
 from student_trainer.detect_eval import evaluate_fused
 from student_trainer.detect_settings import CompareSettings, DetectSettings
 
-__all__ = ["METHODS", "Method", "comparison_markdown", "run_compare"]
+__all__ = ["METHODS", "Method", "comparison_markdown", "plot_comparison", "run_compare"]
 
 @dataclass(frozen=True)
 class Method:
@@ -92,7 +92,7 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 def run_compare(s: CompareSettings) -> dict[str, Any]:
     """Run (or resume) every detector of the comparison; write compare.json and report.md."""
-    ckpts = {"rgb": s.rgb_run / "checkpoint.pt", "transfer": s.transfer, "control": s.control}
+    ckpts = {"rgb": s.copy_rgb or s.rgb_run / "checkpoint.pt", "transfer": s.transfer, "control": s.control}
     test_split = DetectSettings(modality=s.modality, manifest=s.manifest, out=s.out).default_test_split()
     rows: dict[str, dict[str, Any]] = {}
     for m in METHODS:
@@ -118,7 +118,7 @@ def run_compare(s: CompareSettings) -> dict[str, Any]:
     report = {"modality": s.modality, "test_split": test_split, "seeds": s.seeds, "profile": s.profile,
               "rows": rows}
     s.out.mkdir(parents=True, exist_ok=True)
-    _plot(report, s.out / "comparison.png")
+    plot_comparison(report, s.out / "comparison.png")
     write_text_atomic(s.out / "report.md", comparison_markdown(report))
     write_json_atomic(s.out / "compare.json", report)  # last: the comparison is complete once it exists
     return report
@@ -138,12 +138,13 @@ def comparison_markdown(report: dict[str, Any]) -> str:
         m = row["mAP"]
         spread = f" ± {100 * m['std']:.1f}" if m["n"] > 1 else ""
         lines.append(f"| {row['label']} | " + " | ".join(per_class) + f" | **{100 * m['mean']:.1f}**{spread} |")
-    title = (f"### {report['modality'].upper()} detection on `{report['test_split']}` "
+    title = (f"### {report.get('title') or report['modality'].upper()} detection on `{report['test_split']}` "
              f"(VOC AP at IoU 0.5, %, {len(report['seeds'])} seed(s), profile {report['profile']})\n\n")
     return title + head + "\n".join(lines) + "\n"
 
 
-def _plot(report: dict[str, Any], path: Path) -> None:
+def plot_comparison(report: dict[str, Any], path: Path) -> None:
+    """Horizontal bars of each row's mAP (mean over seeds) with the seed sd as error bars and value labels."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -159,6 +160,6 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     ax.set_xlim(0, 118)  # room for the labels right of a bar near 100
     ax.invert_yaxis()
     ax.set_xlabel(f"mAP (%), mean ± sd over {len(report['seeds'])} seed(s)")
-    ax.set_title(f"{report['modality'].upper()} detectors on {report['test_split']}")
+    ax.set_title(f"{report.get('title') or report['modality'].upper()} detectors on {report['test_split']}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -163,6 +163,9 @@ class CompareSettings(BaseSettings):
     manifest: Path = Field(description="manifest with labelled frames of the modality and RGB")
     out: Path = Field(description="folder for every detector run, compare.json and report.md")
     rgb_run: Path = Field(description="run folder of the RGB detector (student-trainer detect --modality rgb)")
+    copy_rgb: Path | None = Field(None, description="RGB checkpoint whose trunk the copy-from-RGB rows copy, e.g. "
+                                  "the ImageNet-like teacher (student-trainer classify) as in the paper; default: "
+                                  "the RGB detector's")
     transfer: Path = Field(description="supervision-transfer student checkpoint (trained teacher)")
     control: Path | None = Field(None, description="student checkpoint transferred from an untrained teacher")
     seeds: IntList = Field([0], description="detector seeds (mean and spread over them)")

@@ -22,10 +22,15 @@ class SynthSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=_ENV + "SYNTH_", extra="ignore")
 
     out: Path = Field(Path("runs/data/synth"), description="output folder (manifest.jsonl, rgb/, depth/, ...)")
-    profile: Literal["tiny", "quick", "full"] = Field("quick", description="size profile")
+    profile: Literal["tiny", "quick", "paper", "full", "pretrain-tiny", "pretrain-quick", "pretrain-full"] = Field(
+        "quick", description="size profile (paper: quick with 100 labelled depth and flow frames; pretrain-*: the "
+        "ImageNet-like teacher's separate labelled RGB renders)")
     seed: int = Field(0, description="dataset seed; the same seed gives byte-identical files")
     workers: int | None = Field(None, ge=1, description="processes (default: all cores)")
     encode: bool = Field(True, description="also encode HHA and flow images after rendering")
+    flow_method: Literal["dis", "dis-fine", "farneback"] = Field(
+        "dis", description="optical flow algorithm of the flow images (dis-fine: DIS down to full resolution, for "
+        "small frames; BENCHMARKS.md, 'Flow diagnosis')")
     progress: bool = Field(True, description="show progress bars")
 
 
@@ -140,7 +145,7 @@ def _synth(s: SynthSettings) -> None:
     config = SynthConfig.profile(s.profile).model_copy(update={"seed": s.seed})
     manifest = generate_synth(s.out, config, workers=s.workers, progress=s.progress)
     if s.encode:
-        encode_manifest(manifest, workers=s.workers, progress=s.progress)
+        encode_manifest(manifest, workers=s.workers, flow_method=s.flow_method, progress=s.progress)
         make_contact_sheet(manifest, s.out / "contact_sheet.png")
     print(f"wrote {manifest}")
 

@@ -1,18 +1,26 @@
-"""The demo's report folder: comparison tables, plots, the contact sheet and the timings, in one place."""
+"""The demo's report folder: one merged comparison table per variant (every teacher's rows in one table), the
+benchmark's goals checked on it, plots, the contact sheet and the timings, in one place."""
 
 from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from shared.atomic import write_text_atomic
-from shared.modalities import names
+from shared.atomic import write_json_atomic, write_text_atomic
 
-__all__ = ["plot_transfer_curves", "store_line", "timings_markdown", "transfer_line", "write_demo_report"]
+if TYPE_CHECKING:
+    from xmodal_pipeline.demo import Demo
 
-# The demo trains a student of every modality that has transfer pairs (shared.modalities).
-STUDENTS = tuple(names(students_only=True))
+__all__ = ["goals", "goals_markdown", "merge_comparisons", "plot_transfer_curves", "store_line", "timings_markdown",
+           "transfer_line", "write_demo_report"]
+
+GOAL_MARGIN = 5.0
+"""mAP points by which transfer must beat the baselines (issue 18's goals)."""
+CONTROL_TOLERANCE = 2.0
+"""mAP points within which the untrained-teacher control must stay of no init."""
 
 
 def plot_transfer_curves(runs: dict[str, Path], path: Path) -> Path:
@@ -32,7 +40,7 @@ def plot_transfer_curves(runs: dict[str, Path], path: Path) -> Path:
         ax_cos.plot(steps, [r["cosine"] for r in rows], label=name)
     ax_loss.set(xlabel="step", ylabel="L2 loss (unit-RMS targets)", title="supervision transfer: loss")
     ax_cos.set(xlabel="step", ylabel="cosine(student, teacher pool5)", title="agreement with the teacher")
-    ax_cos.legend(fontsize=8)
+    ax_cos.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return path
@@ -54,46 +62,146 @@ def store_line(store: Path) -> str:
 
 
 def transfer_line(name: str, summary: Path) -> str | None:
-    """One Markdown list item with a student run's final loss, cosine, residual, speed and target waiting
-    (from its ``summary.json``); None when the run has not finished."""
+    """One Markdown list item with a student run's final loss, cosine, residual (and held-out residual when it was
+    measured), speed and target waiting (from its ``summary.json``); None when the run has not finished."""
     if not summary.is_file():
         return None
-    final = json.loads(summary.read_text()).get("final", {})
+    data = json.loads(summary.read_text())
+    final = data.get("final", {})
+    held = data.get("held_out") or {}
+    held_text = (f", held out: residual {held['residual']:.2f}, cosine {held['cosine']:.3f} on "
+                 f"{'+'.join(held.get('splits') or [])} ({held.get('frames')} frames)" if "residual" in held else "")
     return (f"- `{name}`: final loss {final.get('loss', float('nan')):.3f}, cosine "
             f"{final.get('cosine', float('nan')):.3f}, residual variance "
-            f"{final.get('residual', float('nan')):.2f}, {final.get('steps_per_s', 0):.2f} steps/s, "
-            f"waiting for targets {100 * final.get('wait_fraction', 0):.1f} % of the time")
+            f"{final.get('residual', float('nan')):.2f}" + held_text +
+            f", {final.get('steps_per_s', 0):.2f} steps/s, waiting for targets "
+            f"{100 * final.get('wait_fraction', 0):.1f} % of the time")
 
 
-def write_demo_report(out: Path, runs: Path, data: Path, report: Path, timings: dict[str, dict[str, float]],
-                      profile: str) -> Path:
-    """Assemble ``report/report.md`` (+ PNGs) from the runs of the demo."""
+def merge_comparisons(compares: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str], title: str
+                      ) -> dict[str, Any]:
+    """One table from the comparisons of several teachers on one variant (``compare.json`` of each).
+
+    Args:
+        compares: ``{teacher: compare.json}`` on the same manifest and seeds; the first one holds the control and
+            the rows the others linked (no init, RGB alone).
+        labels: ``{teacher: name shown}``.
+        title: the variant's name in the table's title.
+
+    Returns:
+        A ``compare.json``-like report whose rows are keyed ``no-init``, ``copy-rgb:<teacher>``,
+        ``transfer:<teacher>``, ``control`` (each also with ``-frozen``), ``rgb``, ``fusion:<teacher>``.
+    """
+    first = next(iter(compares.values()))
+    rows: dict[str, dict[str, Any]] = {}
+
+    def add(key: str, source: Mapping[str, Any], src_key: str, label: str) -> None:
+        if src_key in source["rows"]:
+            rows[key] = {**source["rows"][src_key], "label": label}
+
+    for frozen in ("", "-frozen"):
+        suffix = ", trunk frozen" if frozen else ""
+        add(f"no-init{frozen}", first, f"no-init{frozen}", f"no init (random trunk){suffix}")
+        for t, c in compares.items():
+            add(f"copy-rgb:{t}{frozen}", c, f"copy-rgb{frozen}", f"copy from RGB: {labels[t]}{suffix}")
+        for t, c in compares.items():
+            add(f"transfer:{t}{frozen}", c, f"transfer{frozen}", f"supervision transfer from {labels[t]}{suffix}")
+        add(f"control{frozen}", first, f"control{frozen}", f"transfer from an untrained teacher (control){suffix}")
+    add("rgb", first, "rgb", "RGB alone")
+    for t, c in compares.items():
+        add(f"fusion:{t}", c, "fusion", f"RGB + {title} (late fusion, transfer from {labels[t]})")
+    return {**first, "title": title, "rows": rows}
+
+
+def goals(table: Mapping[str, Any], teachers: list[str]) -> list[dict[str, Any]]:
+    """The benchmark's goals on one merged table, per teacher: each with the two sides (mAP %), the margin it needs
+    and whether it is met.
+
+    Goals (issue 18): fine-tuned transfer >= max(no init, copy from RGB) + 5; frozen transfer >= frozen control + 5;
+    the control within 2 of no init (fine-tuned); RGB + the modality (late fusion) > RGB alone.
+    """
+    rows = table["rows"]
+
+    def m(key: str) -> float | None:  # as the tables print it, so "met" agrees with the numbers shown
+        return round(100 * rows[key]["mAP"]["mean"], 1) if key in rows else None
+
+    out = []
+
+    def check(name: str, left: float | None, right: float | None, need: float, what: str) -> None:
+        if left is None or right is None:
+            return
+        diff = round(left - right, 1)
+        met = abs(diff) <= need if what == "within" else diff >= need if need else diff > 0
+        out.append({"goal": name, "left": left, "right": right, "difference": diff, "need": need, "met": met})
+
+    for t in teachers:
+        base = max(v for v in (m("no-init"), m(f"copy-rgb:{t}")) if v is not None)
+        check(f"fine-tuned transfer ({t}) >= max(no init, copy-RGB ({t})) + {GOAL_MARGIN:g}",
+              m(f"transfer:{t}"), base, GOAL_MARGIN, "beats")
+        check(f"frozen transfer ({t}) >= frozen control + {GOAL_MARGIN:g}", m(f"transfer:{t}-frozen"),
+              m("control-frozen"), GOAL_MARGIN, "beats")
+    check(f"control within {CONTROL_TOLERANCE:g} of no init", m("control"), m("no-init"), CONTROL_TOLERANCE, "within")
+    for t in teachers:
+        check(f"RGB + modality ({t}) > RGB alone", m(f"fusion:{t}"), m("rgb"), 0.0, "beats")
+    return out
+
+
+def goals_markdown(checks: list[dict[str, Any]]) -> str:
+    """The goals as a Markdown table: the two sides, their difference and met / not met."""
+    lines = ["| goal | mAP | vs | difference | met |", "|---|---|---|---|---|"]
+    lines += [f"| {g['goal']} | {g['left']:.1f} | {g['right']:.1f} | {g['difference']:+.1f} | "
+              f"{'**met**' if g['met'] else 'not met'} |" for g in checks]
+    return "\n".join(lines) + "\n"
+
+
+def write_demo_report(demo: Demo) -> Path:
+    """Assemble ``report/report.md`` (+ PNGs, ``results.json``) from the runs of the demo."""
+    from student_trainer.compare import comparison_markdown, plot_comparison
+    from xmodal_pipeline.demo import TEACHERS
+
+    s, runs, report = demo.s, demo.runs, demo.report
     report.mkdir(parents=True, exist_ok=True)
-    parts = [f"# Cross-modal supervision transfer — demo report (profile `{profile}`)\n"]
-    sheet = data / "contact_sheet.png"
+    parts = [f"# Cross-modal supervision transfer — demo report (profile `{s.profile}`)\n",
+             f"Teachers {', '.join(TEACHERS[t].label for t in s.teachers)} and the untrained control; the RGB "
+             f"detector starts from {'the ImageNet-like teacher' if s.rgb_init == 'imagenet' else 'a random trunk'}; "
+             f"students {s.transfer_iterations} steps; flow images `{s.flow_method}`"
+             f"{' (+ the exact-flow ceiling)' if s.flow_ceiling else ''}; detector seeds {s.seeds}; mixed precision "
+             f"{'bfloat16 on CPU' if s.amp else 'off' if s.amp is False else 'CUDA only'}.\n"]
+    sheet = demo.data / "contact_sheet.png"
     if sheet.is_file():
         shutil.copy2(sheet, report / "contact_sheet.png")
         parts.append("![contact sheet](contact_sheet.png)\n")
-    parts.append("## Teacher feature stores\n")
-    parts += [store_line(out / s) for s in ("store", "store-untrained")]
-    curves = {f"{p}-{m}": runs / f"{p}-{m}" / "metrics.jsonl" for p in ("transfer", "control") for m in STUDENTS}
-    plot_transfer_curves(curves, report / "transfer_curves.png")
-    parts.append("\n## Supervision transfer\n\n![transfer curves](transfer_curves.png)\n")
-    parts += [line for name in curves if (line := transfer_line(name, runs / name / "summary.json"))]
+    imagenet = runs / "imagenet" / "summary.json"
+    if imagenet.is_file():
+        r = json.loads(imagenet.read_text())
+        parts.append(f"## ImageNet-like teacher\n\n{r['classes']} classes, {r['train_crops']} training crops, top-1 "
+                     f"accuracy {100 * r['accuracy']:.1f} % on {r['test_crops']} crops of `{r['test_split']}` "
+                     f"({r['train_seconds']:.0f} s)\n")
     rgb = runs / "rgb" / "summary.json"
     if rgb.is_file():
         r = json.loads(rgb.read_text())
-        parts.append(f"\n## RGB teacher detector\n\nmAP {100 * r['mAP']:.1f} on `{r['test_split']}` "
-                     f"({r['train_frames']} training frames, {r['train_seconds']:.0f} s)\n")
-    for m in STUDENTS:
-        table = runs / f"compare-{m}" / "report.md"
-        if table.is_file():
-            parts.append("\n" + table.read_text())
-            plot = runs / f"compare-{m}" / "comparison.png"
-            if plot.is_file():
-                shutil.copy2(plot, report / f"comparison_{m}.png")
-                parts.append(f"\n![{m} comparison](comparison_{m}.png)\n")
-    parts.append(timings_markdown(timings))
+        parts.append(f"## RGB detector (the adapted teacher)\n\nmAP {100 * r['mAP']:.1f} on `{r['test_split']}` "
+                     f"({r['train_frames']} training frames, init {r['init']}, {r['train_seconds']:.0f} s)\n")
+    parts.append("## Teacher feature stores\n")
+    parts += [store_line(s.out / t.store) for t in demo._all_teachers()]
+    students = {demo.student(t, v).name: demo.student(t, v) for t in demo._all_teachers() for v in demo.variants}
+    plot_transfer_curves({n: d / "metrics.jsonl" for n, d in students.items()}, report / "transfer_curves.png")
+    parts.append("\n## Supervision transfer\n\n![transfer curves](transfer_curves.png)\n")
+    parts += [line for n, d in students.items() if (line := transfer_line(n, d / "summary.json"))]
+    results: dict[str, Any] = {"settings": s.model_dump(mode="json"), "timings": demo.stages.timings, "tables": {}}
+    for v in demo.variants:
+        compares = {t.name: json.loads(p.read_text()) for t in demo.teachers
+                    if (p := demo.compare_run(t, v) / "compare.json").is_file()}
+        if not compares:
+            continue
+        table = merge_comparisons(compares, {t: TEACHERS[t].label for t in compares}, v.title)
+        checks = goals(table, list(compares))
+        results["tables"][v.name] = {"table": table, "goals": checks}
+        plot_comparison(table, report / f"comparison_{v.name}.png")
+        parts += ["\n" + comparison_markdown(table), f"\n![{v.name} comparison](comparison_{v.name}.png)\n",
+                  f"\nGoals ({v.title}):\n\n" + goals_markdown(checks)]
+    parts.append(timings_markdown(demo.stages.timings))
+    write_json_atomic(report / "results.json", results)
     path = report / "report.md"
     write_text_atomic(path, "\n".join(parts) + "\n")
     return path

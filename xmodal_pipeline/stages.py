@@ -11,6 +11,7 @@ checks took. The predicates here read what the services write last (a store's do
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -21,6 +22,7 @@ from shared.errors import XModalError
 __all__ = [
     "TIMINGS",
     "StageTimer",
+    "link_finished_runs",
     "proposal_cache_complete",
     "read_timings",
     "stores_complete",
@@ -105,3 +107,16 @@ def proposal_cache_complete(cache: Path, frame_ids: Iterable[str] = ()) -> bool:
 def summaries_exist(folders: Iterable[Path], name: str = "summary.json") -> bool:
     """Each run folder holds the file its command writes last (``summary.json``, ``compare.json``)."""
     return all((f / name).is_file() for f in folders)
+
+
+def link_finished_runs(source: Path, dest: Path, names: Iterable[str]) -> list[str]:
+    """Link ``source``'s finished runs (``summary.json`` present) called ``names`` into ``dest``, where none of that
+    name exists yet: a later ``compare`` there reads them instead of training them again with the same settings.
+    Returns the names linked."""
+    dest.mkdir(parents=True, exist_ok=True)
+    linked = []
+    for name in names:
+        if summaries_exist([source / name]) and not (dest / name).exists():
+            (dest / name).symlink_to(os.path.relpath(source / name, dest))
+            linked.append(name)
+    return linked

@@ -9,18 +9,66 @@ from pathlib import Path
 import pytest
 
 from xmodal_pipeline import stages as stages_module
-from xmodal_pipeline.demo import DemoSettings
+from xmodal_pipeline.demo import Demo, DemoSettings
 from xmodal_pipeline.procs import error_line
-from xmodal_pipeline.report import timings_markdown
+from xmodal_pipeline.report import goals, goals_markdown, merge_comparisons, timings_markdown
 from xmodal_pipeline.stages import StageTimer, read_timings
 
 
 @pytest.mark.parametrize(("profile", "out"), [("tiny", "runs/demo-tiny"), ("quick", "runs/demo"),
-                                              ("full", "runs/demo-full")])
+                                              ("paper", "runs/demo-paper"), ("full", "runs/demo-full")])
 def test_each_profile_has_its_own_default_folder(profile, out, monkeypatch):
     monkeypatch.delenv("XMODAL_DEMO_OUT", raising=False)
     assert DemoSettings(profile=profile).out == Path(out)
     assert DemoSettings(profile=profile, out="elsewhere").out == Path("elsewhere")  # --out / OUT= wins
+
+
+def test_paper_profile_is_the_full_protocol_and_flags_override_it(monkeypatch):
+    for name in ("SEEDS", "TEACHERS", "TRANSFER_ITERATIONS", "FLOW_CEILING"):
+        monkeypatch.delenv(f"XMODAL_DEMO_{name}", raising=False)
+    paper = DemoSettings(profile="paper")
+    assert len(paper.seeds) >= 3 and set(paper.teachers) == {"adapted", "imagenet"} and paper.flow_ceiling
+    assert paper.rgb_init == "imagenet" and paper.uses_pretraining and paper.transfer_iterations >= 1600
+    names = [v.name for v in Demo(paper, procs=None).variants]  # type: ignore[arg-type]
+    assert names == ["hha", "flow", "flow-gt"]
+    mine = DemoSettings(profile="paper", seeds=[4], teachers=["adapted"], rgb_init="random", flow_ceiling=False)
+    assert (mine.seeds, mine.teachers, mine.uses_pretraining) == ([4], ["adapted"], False)
+    assert [v.name for v in Demo(mine, procs=None).variants] == ["hha", "flow"]  # type: ignore[arg-type]
+    monkeypatch.setenv("XMODAL_DEMO_TRANSFER_ITERATIONS", "123")
+    assert DemoSettings(profile="paper").transfer_iterations == 123
+    with pytest.raises(ValueError):
+        DemoSettings(profile="paper", teachers=["vgg"])
+
+
+def _compare(rows: dict[str, float], frozen: dict[str, float]) -> dict:
+    def row(v: float) -> dict:
+        return {"label": "x", "mAP": {"mean": v / 100, "std": 0.0, "n": 1}, "runs": [{"ap": {"a": v / 100}}]}
+
+    out = {k: row(v) for k, v in rows.items()} | {f"{k}-frozen": row(v) for k, v in frozen.items()}
+    return {"modality": "hha", "test_split": "depth_test", "seeds": [0], "profile": "quick", "rows": out}
+
+
+def test_merged_table_and_goals():
+    adapted = _compare({"no-init": 50, "copy-rgb": 58, "transfer": 64, "control": 51.5, "rgb": 70, "fusion": 72},
+                       {"no-init": 10, "copy-rgb": 20, "transfer": 40, "control": 36})
+    imagenet = _compare({"no-init": 50, "copy-rgb": 52, "transfer": 57, "rgb": 70, "fusion": 69},
+                        {"no-init": 10, "copy-rgb": 15, "transfer": 30})
+    table = merge_comparisons({"adapted": adapted, "imagenet": imagenet}, {"adapted": "A", "imagenet": "I"}, "HHA")
+    assert list(table["rows"]) == [
+        "no-init", "copy-rgb:adapted", "copy-rgb:imagenet", "transfer:adapted", "transfer:imagenet", "control",
+        "no-init-frozen", "copy-rgb:adapted-frozen", "copy-rgb:imagenet-frozen", "transfer:adapted-frozen",
+        "transfer:imagenet-frozen", "control-frozen", "rgb", "fusion:adapted", "fusion:imagenet"]
+    assert table["rows"]["copy-rgb:imagenet"]["label"] == "copy from RGB: I"
+    checks = {g["goal"]: g for g in goals(table, ["adapted", "imagenet"])}
+    ft_a, ft_i = (checks[f"fine-tuned transfer ({t}) >= max(no init, copy-RGB ({t})) + 5"]
+                  for t in ("adapted", "imagenet"))
+    assert ft_a["met"] and ft_a["difference"] == 6.0 and ft_i["met"]  # 57 vs max(50, 52) + 5: met at exactly 5
+    assert not checks["frozen transfer (adapted) >= frozen control + 5"]["met"]  # 40 vs 36: +4
+    assert checks["frozen transfer (imagenet) >= frozen control + 5"]["difference"] == -6.0
+    assert checks["control within 2 of no init"]["met"]
+    assert checks["RGB + modality (adapted) > RGB alone"]["met"]
+    assert not checks["RGB + modality (imagenet) > RGB alone"]["met"]
+    assert "| control within 2 of no init | 51.5 | 50.0 | +1.5 | **met** |" in goals_markdown(list(checks.values()))
 
 
 class _Clock:

@@ -14,7 +14,16 @@ import numpy as np
 from xmodal_data.synth.scene import Part
 from xmodal_data.synth.shapes import Box, Capsule, Cone, Cylinder, Sphere
 
-__all__ = ["CLASS_STYLES", "CLUTTER_KINDS", "SHAPE_CLASSES", "ClassStyle", "footprint_radius", "sample_parts"]
+__all__ = [
+    "CLASS_STYLES",
+    "CLUTTER_KINDS",
+    "LOOK_NAMES",
+    "SHAPE_CLASSES",
+    "ClassStyle",
+    "footprint_radius",
+    "look_label",
+    "sample_parts",
+]
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,19 @@ CLASS_STYLES: dict[str, ClassStyle] = {
     "capsule": ClassStyle(hue=285.0, pattern="plain"),
     "table": ClassStyle(hue=28.0, pattern="planks"),
 }
+
+LOOK_NAMES: dict[str, str] = {
+    "sphere": "red-plain", "box": "blue-checker", "cylinder": "green-bands", "cone": "yellow-stripes",
+    "capsule": "purple-plain", "table": "orange-planks",
+}
+"""A readable name for each class's look (hue + pattern), used by the ``shape_look`` label space."""
+
+
+def look_label(shape: str, look: str) -> str:
+    """The ``shape_look`` label of an object of class ``shape`` painted with class ``look``'s style, e.g.
+    ``"cone/blue-checker"``."""
+    return f"{shape}/{LOOK_NAMES[look]}"
+
 
 CLUTTER_KINDS = ("sphere", "box", "cylinder")
 """Shapes used, shrunk, for unlabelled clutter."""

@@ -8,13 +8,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from shared.camera import Intrinsics
 from shared.errors import ConfigError
-from xmodal_data.synth.catalogue import SHAPE_CLASSES
+from xmodal_data.synth.catalogue import SHAPE_CLASSES, look_label
 from xmodal_data.synth.motion import MotionConfig
 from xmodal_data.synth.sensor import KinectNoise
 
-__all__ = ["PROFILES", "SPLIT_KINDS", "SplitCounts", "SynthConfig"]
+__all__ = ["LABEL_SPACES", "PROFILES", "SPLIT_KINDS", "SplitCounts", "SynthConfig"]
 
-SPLIT_KINDS: dict[str, tuple[Literal["depth", "flow"], bool]] = {
+SPLIT_KINDS: dict[str, tuple[Literal["depth", "flow", "rgb"], bool]] = {
     "rgb_train": ("depth", True),
     "depth_transfer": ("depth", False),
     "flow_transfer": ("flow", False),
@@ -22,9 +22,18 @@ SPLIT_KINDS: dict[str, tuple[Literal["depth", "flow"], bool]] = {
     "flow_train": ("flow", True),
     "depth_test": ("depth", True),
     "flow_test": ("flow", True),
+    "rgb_pretrain": ("rgb", True),
+    "rgb_pretrain_test": ("rgb", True),
 }
 """Split name -> (kind, labelled). ``depth`` frames: RGB + depth + raw depth; ``flow`` frames: RGB at t and
-t+1. ``rgb_train`` is the teacher's labelled RGB (its depth is there too, for any other use)."""
+t+1; ``rgb`` frames: RGB only. ``rgb_train`` is the teacher's labelled RGB (its depth is there too, for any other
+use). ``rgb_pretrain`` / ``rgb_pretrain_test``: the separate labelled RGB renders of the ``pretrain-*`` profiles
+(the ImageNet-like teacher's training and held-out set, in a dataset of their own)."""
+
+LABEL_SPACES = ("shape", "shape_look")
+"""What an object's label names: ``shape`` its class (the detection classes); ``shape_look`` its class and the class
+whose look (hue + pattern) it wears, e.g. ``cone/blue-checker`` (6 x 6 = 36 labels: the broader label space of the
+pretraining renders)."""
 
 
 class SplitCounts(BaseModel):
@@ -32,17 +41,19 @@ class SplitCounts(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    rgb_train: int = Field(ge=0)
-    depth_transfer: int = Field(ge=0)
-    flow_transfer: int = Field(ge=0)
-    depth_train: int = Field(ge=0)
-    flow_train: int = Field(ge=0)
-    depth_test: int = Field(ge=0)
-    flow_test: int = Field(ge=0)
+    rgb_train: int = Field(0, ge=0)
+    depth_transfer: int = Field(0, ge=0)
+    flow_transfer: int = Field(0, ge=0)
+    depth_train: int = Field(0, ge=0)
+    flow_train: int = Field(0, ge=0)
+    depth_test: int = Field(0, ge=0)
+    flow_test: int = Field(0, ge=0)
+    rgb_pretrain: int = Field(0, ge=0)
+    rgb_pretrain_test: int = Field(0, ge=0)
 
     def items(self) -> list[tuple[str, int]]:
-        """(split, count) in :data:`SPLIT_KINDS` order."""
-        return [(name, getattr(self, name)) for name in SPLIT_KINDS]
+        """(split, count) of the splits with frames, in :data:`SPLIT_KINDS` order."""
+        return [(name, n) for name in SPLIT_KINDS if (n := getattr(self, name))]
 
 
 class SynthConfig(BaseModel):
@@ -64,6 +75,8 @@ class SynthConfig(BaseModel):
     rgb_noise: float = Field(0.01, ge=0, description="std of RGB camera noise, fraction of full scale")
     sensor: KinectNoise = KinectNoise()
     motion: MotionConfig = MotionConfig()  # how a flow clip moves from t to t+1 (never changes frame t)
+    label_space: Literal["shape", "shape_look"] = Field(
+        "shape", description="what labels name: the shape class, or shape and look (see LABEL_SPACES)")
 
     @field_validator("classes")
     @classmethod
@@ -85,6 +98,18 @@ class SynthConfig(BaseModel):
             raise ValueError("objects_per_scene must allow at least one object")
         return self
 
+    def label_names(self) -> list[str]:
+        """The label of every class in the label space, in class order (the manifest header's classes)."""
+        if self.label_space == "shape":
+            return list(self.classes)
+        return [look_label(shape, look) for shape in self.classes for look in SHAPE_CLASSES]
+
+    def object_label(self, shape: str | None, look: str | None) -> str | None:
+        """An object's label in the label space (None for clutter)."""
+        if shape is None or self.label_space == "shape":
+            return shape
+        return look_label(shape, look or shape)
+
     def intrinsics(self) -> Intrinsics:
         """The camera of every frame: square pixels, principal point at the image centre (0-based)."""
         f = self.focal_ratio * self.width
@@ -94,7 +119,9 @@ class SynthConfig(BaseModel):
 
     @classmethod
     def profile(cls, name: str) -> SynthConfig:
-        """A named profile: ``tiny`` (unit tests), ``quick`` (the demo, about a minute on 2 cores), ``full``.
+        """A named profile: ``tiny`` (unit tests), ``quick`` (the demo, about a minute on 2 cores), ``full``; and
+        ``pretrain-tiny`` / ``pretrain-quick`` / ``pretrain-full``, the separate labelled RGB renders of the
+        ImageNet-like teacher at the same frame sizes.
 
         Raises:
             ConfigError: (a ValueError) for an unknown name, listing the known ones.
@@ -121,5 +148,20 @@ PROFILES: dict[str, dict] = {
         "splits": {"rgb_train": 5000, "depth_transfer": 5000, "flow_transfer": 4000, "depth_train": 300,
                    "flow_train": 300, "depth_test": 1000, "flow_test": 1000},
     },
+}
+# The demo's paper profile: the quick frames (the same (split, index) renders the same frame), more labelled ones.
+PROFILES["paper"] = {**PROFILES["quick"], "splits": {**PROFILES["quick"]["splits"], "depth_train": 100,
+                                                     "flow_train": 100}}
+
+# The ImageNet-like teacher's data: other renders than any detection split (own split names, so own scenes), a
+# broader label space (shape x look, 36 labels) with the look drawn independently of the shape (a shared-appearance
+# probability of 5/6 makes each of the 6 looks equally likely), RGB only.
+_PRETRAIN = {"label_space": "shape_look", "shared_appearance_prob": 5 / 6}
+PROFILES |= {
+    "pretrain-tiny": {**_PRETRAIN, "height": 64, "width": 80, "splits": {"rgb_pretrain": 12, "rgb_pretrain_test": 4}},
+    "pretrain-quick": {**_PRETRAIN, "height": 96, "width": 128,
+                       "splits": {"rgb_pretrain": 4000, "rgb_pretrain_test": 500}},
+    "pretrain-full": {**_PRETRAIN, "height": 240, "width": 320,
+                      "splits": {"rgb_pretrain": 20000, "rgb_pretrain_test": 2000}},
 }
 """Profile name -> SynthConfig fields (anything not given takes its default)."""

@@ -106,6 +106,7 @@ def _check_config(out_dir: Path, config: SynthConfig) -> None:
     if path.is_file():
         stored = json.loads(path.read_text(encoding="utf-8"))
         stored.setdefault("motion", MotionConfig().model_dump(mode="json"))  # written before motion was a setting
+        stored.setdefault("label_space", "shape")  # written before the label space was a setting
         if stored != identity:
             changed = sorted(k for k in identity.keys() | stored.keys() if identity.get(k) != stored.get(k))
             raise ConfigError(
@@ -128,6 +129,7 @@ def read_synth_config(out_dir: Path) -> SynthConfig:
         raise ConfigError(f"{out_dir} is not a finished synth dataset (no {_CONFIG_NAME} or {MANIFEST_NAME})")
     stored = json.loads(path.read_text(encoding="utf-8"))
     stored.setdefault("motion", MotionConfig().model_dump(mode="json"))
+    stored.setdefault("label_space", "shape")
     version = stored.pop("generator_version", None)
     if version != GENERATOR_VERSION:
         raise ConfigError(f"{path} was written by synth generator version {version}; this is {GENERATOR_VERSION}")
@@ -176,7 +178,7 @@ def generate_synth(out_dir: Path, config: SynthConfig, workers: int | None = Non
 
     header = ManifestHeader(
         dataset="synth",
-        classes=list(config.classes),
+        classes=config.label_names(),
         description=f"procedural room scenes, {config.height}x{config.width}, seed {config.seed}",
     )
     return write_manifest(out_dir / MANIFEST_NAME, header, (records[item] for item in wanted))

@@ -34,7 +34,8 @@ class SynthFrame:
     Attributes:
         scene, hits: the scene at t and its ray-cast geometry (``hits.instance`` is the instance mask).
         rgb: (H, W, 3) uint8 at t. depth: (H, W) float64 clean z-depth, metres.
-        raw_depth: (H, W) float64 Kinect-like depth, metres, 0 = missing (depth splits only, else None).
+        raw_depth: (H, W) float64 Kinect-like depth, metres, 0 = missing (depth splits only, else None; ``rgb``
+            splits keep ``depth`` only as the ray-cast geometry and write no depth files).
         next_scene, rgb_next: the scene and RGB at t+1 (flow splits only, else None).
         flow_gt: the exact flow t -> t+1 and its occlusion codes (flow splits only, else None).
         objects: visible labelled objects at t (None for unlabelled splits).
@@ -90,15 +91,15 @@ def synthesize_frame(config: SynthConfig, split: str, index: int) -> SynthFrame:
     if kind == "depth":
         reflectance = albedo @ _LUMA
         raw_depth = kinect_depth(hits.depth, hits.cos_incidence, reflectance, intrinsics.fx, depth_rng, config.sensor)
-    else:
+    elif kind == "flow":
         next_scene = move_objects(scene, motion_rng, intrinsics, config.motion)
         rgb_next = render_view(next_scene, config, rgb_rng)[2]
         flow_gt = ground_truth_flow(scene, hits, next_scene, intrinsics)
     objects = None
     if labelled:
-        objects = visible_boxes(
-            hits.instance, hits.amodal, scene.labels, config.min_visible_pixels, config.min_visible_fraction
-        )
+        labels = [config.object_label(o.label, o.look) for o in scene.objects]
+        objects = visible_boxes(hits.instance, hits.amodal, labels, config.min_visible_pixels,
+                                config.min_visible_fraction)
     return SynthFrame(
         scene=scene, hits=hits, rgb=rgb, depth=hits.depth, raw_depth=raw_depth, next_scene=next_scene,
         rgb_next=rgb_next, flow_gt=flow_gt, objects=objects,

@@ -74,11 +74,13 @@ def _room_planes(room: Room, rng: np.random.Generator) -> tuple[Plane, ...]:
     )
 
 
-def _object_material(label: str, rng: np.random.Generator, shared_prob: float) -> Material:
-    style = CLASS_STYLES[label]
+def _object_material(label: str, rng: np.random.Generator, shared_prob: float) -> tuple[Material, str]:
+    """The object's material and the class whose look it took."""
+    look = label
     if rng.random() < shared_prob:  # borrow another class's look, so colour alone cannot name the class
         others = [c for c in SHAPE_CLASSES if c != label]
-        style = CLASS_STYLES[others[rng.integers(len(others))]]
+        look = others[rng.integers(len(others))]
+    style = CLASS_STYLES[look]
     hue, sat = style.hue + rng.uniform(-20, 20), rng.uniform(0.45, 0.9)
     val = rng.uniform(0.03, 0.08) if rng.random() < _DARK_PROB else rng.uniform(0.3, 0.85)
     return Material(
@@ -87,7 +89,7 @@ def _object_material(label: str, rng: np.random.Generator, shared_prob: float) -
         pattern=style.pattern,
         scale=rng.uniform(0.06, 0.14),
         grain=rng.uniform(0.0, 0.15),
-    )
+    ), look
 
 
 def _clutter_material(rng: np.random.Generator) -> Material:
@@ -163,7 +165,8 @@ def sample_scene(
         parts = sample_parts(label, rng)
         pose = _place(parts, placed, room, camera, half_fov, (1.6, 4.2), rng)
         if pose is not None:
-            objects.append(SceneObject(label, pose, parts, _object_material(label, rng, shared_appearance_prob)))
+            material, look = _object_material(label, rng, shared_appearance_prob)
+            objects.append(SceneObject(label, pose, parts, material, look))
     for _ in range(rng.integers(n_clutter[0], n_clutter[1] + 1)):
         kind = CLUTTER_KINDS[rng.integers(len(CLUTTER_KINDS))]
         parts = sample_parts(kind, rng, scale=rng.uniform(0.2, 0.45))

@@ -51,12 +51,15 @@ class Part:
 
 @dataclass(frozen=True, eq=False)
 class SceneObject:
-    """A rigid object: parts in its frame, placed by ``pose``; ``label`` None marks clutter."""
+    """A rigid object: parts in its frame, placed by ``pose``; ``label`` None marks clutter. ``look`` is the class
+    whose hue and pattern its material took (its own class, or another one's for shared appearance; None for
+    clutter)."""
 
     label: str | None
     pose: Pose
     parts: tuple[Part, ...]
     material: Material
+    look: str | None = None
 
 
 @dataclass(frozen=True, eq=False)

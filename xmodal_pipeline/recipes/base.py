@@ -33,7 +33,7 @@ from typing import ClassVar
 from shared.settings import env_name
 from xmodal_pipeline.procs import ChildProcesses
 from xmodal_pipeline.recipes.settings import CHILD_PROFILE, RecipeSettings
-from xmodal_pipeline.stages import TIMINGS, StageTimer, stores_complete, summaries_exist
+from xmodal_pipeline.stages import TIMINGS, StageTimer, link_finished_runs, stores_complete, summaries_exist
 
 __all__ = ["TEACHER_LABELS", "Evaluation", "RecipeRun", "Stage", "run_recipe"]
 
@@ -230,10 +230,7 @@ class RecipeRun(abc.ABC):
         from student_trainer.compare import METHODS
 
         names = ["rgb"] + [f"{m.key}-seed{seed}" for m in METHODS if m.source in (None, "rgb") for seed in self.s.seeds]
-        dest.mkdir(parents=True, exist_ok=True)
-        for name in names:
-            if summaries_exist([source / name]) and not (dest / name).exists():
-                (dest / name).symlink_to(os.path.relpath(source / name, dest))
+        link_finished_runs(source, dest, names)
 
     def _detectors_done(self, ev: Evaluation) -> bool:
         return summaries_exist([self.rgb_run(ev)]) and summaries_exist(
