@@ -46,7 +46,8 @@ def test_every_step_runs_on_the_cpu_at_ci_size(tmp_path):
     assert steps["preflight"]["numbers"]["missing"] == []
     assert steps["cuda_tests"]["numbers"]["tests"] == steps["cuda_tests"]["numbers"]["skipped"] > 0  # no CUDA here
     demo = steps["demo_tiny"]["numbers"]
-    assert set(demo["stage_seconds"]) == {"dataset", "proposals", "rgb teacher", "precompute", "students", "compare"}
+    assert set(demo["stage_seconds"]) == {"dataset", "pretraining", "proposals", "rgb teacher", "precompute",
+                                          "students", "compare"}
     assert demo["report"] and "mAP_hha" in demo and "mAP_flow" in demo
     for b in (2, 4):
         assert set(steps[f"train_b{b}"]["numbers"]) == {"alexnet", "vgg16"}
