@@ -57,7 +57,7 @@ def test_every_step_runs_on_the_cpu_at_ci_size(tmp_path):
     assert "rgb" in steps["precompute"]["command"]  # the tiny demo's RGB teacher, not a random stand-in
     rerun = (tmp_path / "check" / "logs" / "profile_demo.log").read_text()
     stages = [line for line in rerun.splitlines() if line.startswith("== ")]
-    assert len(stages) == 6 and all("(already done" in line for line in stages)  # PROFILE=tiny: a rerun, all done
+    assert len(stages) == 7 and all("(already done" in line for line in stages)  # PROFILE=tiny: a rerun, all done
 
 
 @pytest.mark.slow
