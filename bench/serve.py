@@ -21,7 +21,6 @@ from pathlib import Path
 import httpx
 import numcodecs
 import numpy as np
-import urllib3
 
 from bench.common import REPO, cpu_seconds_of_descendants, load_average, machine, percentiles, rgb_subset, served
 from shared.client import TeacherClient
@@ -107,78 +106,46 @@ def http_single(url: str, ids: list[str]) -> dict:
     return {"frames_per_s": len(lat) / dt, **percentiles(lat)}
 
 
-class _LibraryBatches:
-    """``get_many``'s batch requests, framing and decode through another HTTP library's keep-alive pool (one per
-    client, the same 30-s timeouts): the side-by-side case for ``TeacherClient``'s own transport
-    (``shared/connections.py``)."""
+_BATCH_HEADERS = {"Accept": BATCH_MEDIA_TYPE, "Content-Type": "application/json"}
+
+
+class HttpxBatches:
+    """``get_many``'s batch requests, framing and decode through ``httpx.HTTPTransport`` (which ``TeacherClient``
+    used first; one keep-alive pool per client, the same 30-s timeouts): the side-by-side case for the client's
+    urllib3 transport (``shared/connections.py``)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         with TeacherClient(url) as c:
             self.enc = c.encoding
+        self.transport = httpx.HTTPTransport()
+        self.timeout = httpx.Timeout(30.0).as_dict()
 
     def info(self) -> None:
         return None
 
-    def post(self, path: str, body: bytes, headers: dict[str, str]) -> bytes:
-        """The whole response body of one POST."""
-        raise NotImplementedError
-
     def get_many(self, ids: list[str]) -> np.ndarray:
-        body = self.post("/features/batch", json.dumps({"ids": ids, "strict": False}).encode(), _BATCH_HEADERS)
-        entries = decode_batch(body)
+        request = httpx.Request("POST", self.url + "/features/batch", headers=_BATCH_HEADERS,
+                                content=json.dumps({"ids": ids, "strict": False}).encode(),
+                                extensions={"timeout": self.timeout})
+        entries = decode_batch(self.transport.handle_request(request).read())
         out = np.empty((len(ids), *(entries[0].shape or ())), dtype=np.float32)
         for k, entry in enumerate(entries):
             decode_chunk(entry.data, entry.shape or (), self.enc, out=out[k])
         return out
 
     def close(self) -> None:
-        raise NotImplementedError
-
-
-_BATCH_HEADERS = {"Accept": BATCH_MEDIA_TYPE, "Content-Type": "application/json"}
-
-
-class HttpxBatches(_LibraryBatches):
-    """Through ``httpx.HTTPTransport``, which ``TeacherClient`` used before ``http.client``."""
-
-    def __init__(self, url: str) -> None:
-        super().__init__(url)
-        self.transport = httpx.HTTPTransport()
-        self.timeout = httpx.Timeout(30.0).as_dict()
-
-    def post(self, path: str, body: bytes, headers: dict[str, str]) -> bytes:
-        resp = self.transport.handle_request(httpx.Request("POST", self.url + path, headers=headers, content=body,
-                                                           extensions={"timeout": self.timeout}))
-        return resp.read()
-
-    def close(self) -> None:
         self.transport.close()
 
 
-class Urllib3Batches(_LibraryBatches):
-    """Through urllib3's ``HTTPConnectionPool`` (``http.client`` underneath; its lowest-level call, ``urlopen``,
-    without urllib3's retries or redirects): the candidate replacement for ``shared/connections.py``."""
-
-    def __init__(self, url: str) -> None:
-        super().__init__(url)
-        self.pool = urllib3.connection_from_url(url, maxsize=4, timeout=urllib3.Timeout(30.0), retries=False)
-
-    def post(self, path: str, body: bytes, headers: dict[str, str]) -> bytes:
-        return self.pool.urlopen("POST", path, body=body, headers=headers, retries=False, redirect=False).data
-
-    def close(self) -> None:
-        self.pool.close()
-
-
 def http_batch(url: str, ids: list[str], batch: int, in_flight: int, frame_bytes: float,
-               make_client: Callable[[str], TeacherClient | _LibraryBatches] = TeacherClient) -> dict:
+               make_client: Callable[[str], TeacherClient | HttpxBatches] = TeacherClient) -> dict:
     """``get_many`` over consecutive batches (decode included), ``in_flight`` requests at a time: one client per
     thread, as the trainer has one per DataLoader worker, so the server prepares the next batch while this
     process decodes the last one."""
     parts = [ids[i : i + batch] for i in range(0, len(ids) - batch + 1, batch)]
     local = threading.local()
-    clients: list[TeacherClient | _LibraryBatches] = []
+    clients: list[TeacherClient | HttpxBatches] = []
 
     def fetch(part: list[str]) -> float:
         if not hasattr(local, "client"):
@@ -232,7 +199,7 @@ def client_pairs(url: str, ids: list[str], batch: int, frame_bytes: float, pairs
     one taken across a whole round. Per library: the median and range of (library / ours) in frames/s and in
     client CPU per frame."""
     out: dict[str, dict] = {}
-    for name, cls in (("httpx", HttpxBatches), ("urllib3", Urllib3Batches)):
+    for name, cls in (("httpx", HttpxBatches),):
         speed, cpu = [], []
         for _ in range(pairs):
             ours = http_batch(url, ids, batch, 2, frame_bytes)
@@ -254,7 +221,7 @@ def _parse_args() -> argparse.Namespace:
     p.add_argument("--single-frames", type=int, default=500, help="frames fetched one GET at a time per round")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--client-pairs", type=int, default=20,
-                   help="back-to-back pairs of TeacherClient vs httpx / urllib3 transports (2 in flight)")
+                   help="back-to-back pairs of TeacherClient vs the httpx transport (2 in flight)")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "serve.json")
     return p.parse_args()
 
@@ -280,7 +247,7 @@ def _paths(url: str, pool: ProcessPoolExecutor, reader: ChunkReader, enc: Featur
         **{f"http_batch_{n}": functools.partial(http_batch, url, ids, args.batch, n, frame_bytes) for n in (1, 2)},
         "http_batch_procs": functools.partial(http_batch_processes, pool, ids, args.batch, frame_bytes),
         **{f"{name}_batch_{n}": functools.partial(http_batch, url, ids, args.batch, n, frame_bytes, cls)
-           for name, cls in (("httpx", HttpxBatches), ("urllib3", Urllib3Batches)) for n in (1, 2)},
+           for name, cls in (("httpx", HttpxBatches),) for n in (1, 2)},
     }
 
 
@@ -340,8 +307,7 @@ def print_tables(results: dict, batch: int) -> None:
         "http_batch_2": f"batch of {batch}, `TeacherClient.get_many`, 2 in flight",
         "http_batch_procs": f"batch of {batch}, `TeacherClient.get_many`, 2 client processes",
         **{f"{name}_batch_{n}": f"batch of {batch}, same requests through `{lib}`, {n} in flight"
-           for name, lib in (("httpx", "httpx.HTTPTransport"), ("urllib3", "urllib3.HTTPConnectionPool"))
-           for n in (1, 2)},
+           for name, lib in (("httpx", "httpx.HTTPTransport"),) for n in (1, 2)},
     }
     print("\n| path | frames/s | MB/s | p50 ms | p99 ms | vs ceiling (range over rounds) | client CPU µs/frame "
           "| server CPU µs/frame |\n|---|---|---|---|---|---|---|---|")

@@ -3,10 +3,9 @@
 Synchronous (one client per process or DataLoader worker; a client may also be shared by threads) with
 keep-alive connections, batch requests, local decode, retries with capped exponential backoff for a bounded
 time across server restarts and outages (one log line per outage, not one per retry), and an optional on-disk
-cache of the stored chunk bytes. The connections are the standard library's
-``http.client`` (``shared.connections``: less client CPU per batch than httpx, and the client's CPU is what bounds
-a trainer's fetch rate); no proxy settings are read from the environment: the teacher service is reached
-directly.
+cache of the stored chunk bytes. The connections are urllib3's pool (``shared.connections``: less client CPU per
+batch than httpx, and the client's CPU is what bounds a trainer's fetch rate); no proxy settings are read from the
+environment: the teacher service is reached directly.
 """
 
 from __future__ import annotations
@@ -68,7 +67,7 @@ def _error_of(resp: Reply) -> tuple[str, str]:
         err = resp.json()["error"]
         return str(err["code"]), str(err["message"])
     except (ValueError, KeyError, TypeError):
-        return "http_error", resp.text[:200]
+        return "http_error", resp.data[:200].decode("utf-8", "replace")
 
 
 class TeacherClient:
@@ -181,11 +180,13 @@ class TeacherClient:
 
     def healthy(self) -> bool:
         """True when ``/healthz`` answers 200 within 2 s (one try, on a connection of its own)."""
-        probe = ConnectionPool(self.base_url, timeout=2.0, max_idle=0)
+        probe = ConnectionPool(self.base_url, timeout=2.0, max_idle=1)
         try:
             return probe.request("GET", "/healthz").status == 200
         except TransportError:
             return False
+        finally:
+            probe.close()
 
     def get(self, frame_id: str, view: str = "identity") -> np.ndarray:
         """One frame's map, float32 (C, H, W); ``view="mirror"``: the teacher's map of the mirrored frame."""
@@ -195,8 +196,8 @@ class TeacherClient:
             return cached
         resp = self._check(self._request("GET", f"/features/{frame_id}" + _view_query(view)))
         shape = tuple(int(v) for v in resp.headers[HEADER_SHAPE].split(","))
-        arr = self._decode(frame_id, resp.body, shape)
-        self._cache_put(frame_id, view, resp.body, shape)  # only bytes that decoded
+        arr = self._decode(frame_id, resp.data, shape)
+        self._cache_put(frame_id, view, resp.data, shape)  # only bytes that decoded
         return arr
 
     def get_npy(self, frame_id: str, view: str = "identity") -> np.ndarray:
@@ -204,7 +205,7 @@ class TeacherClient:
         validate_frame_id(frame_id)
         query = "?format=npy" + _view_query(view).replace("?", "&")
         resp = self._check(self._request("GET", f"/features/{frame_id}{query}"))
-        return np.load(io.BytesIO(resp.body), allow_pickle=False)
+        return np.load(io.BytesIO(resp.data), allow_pickle=False)
 
     def get_many(self, frame_ids: Sequence[str], views: Sequence[str] | None = None) -> np.ndarray:
         """Maps of many frames of one shape, stacked float32 (N, C, H, W), in the order given (``views[k]`` of
@@ -252,7 +253,7 @@ class TeacherClient:
             if any(view != "identity" for _, view in part):
                 request["views"] = [view for _, view in part]
             resp = self._check(self._request("POST", "/features/batch", json.dumps(request).encode(), _BATCH_HEADERS))
-            entries = decode_batch(resp.body)
+            entries = decode_batch(resp.data)
             if [e.id for e in entries] != request["ids"]:
                 raise DataError(f"teacher service {self.base_url}: the batch response lists other frames than "
                                 f"asked for ({len(entries)} entries for {len(part)} ids)")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import urllib3
 
 from shared.client import TeacherClient
 from shared.connections import ConnectionPool
@@ -21,17 +22,23 @@ from teacher_server.settings import ServeSettings
 from tests.servers import uvicorn_thread
 
 
+def _idle(c: TeacherClient) -> list:
+    """The client's idle keep-alive connections (urllib3 keeps its pool's free slots as None)."""
+    return [conn for conn in c._pool.http.pool.queue if conn is not None]
+
+
 def test_idle_connection_the_server_closed_is_replaced_without_a_retry(store_path, reference):
     app = create_app(ServeSettings(stores=[store_path]))
     with uvicorn_thread(app, timeout_keep_alive=0.2) as url, TeacherClient(url, backoff=5.0) as c:
         np.testing.assert_array_equal(c.get("tiny.0001"), reference["tiny.0001"])
-        idle = c._pool._idle[0]
+        [idle] = _idle(c)
+        port = idle.sock.getsockname()[1]
         time.sleep(0.6)  # uvicorn closes the keep-alive connection after 0.2 s idle
         assert idle.sock.recv(1, socket.MSG_PEEK) == b""  # the server's FIN is there: the pooled socket is dead
         np.testing.assert_array_equal(c.get_many(["tiny.0002", "tiny.0003"]),
                                       np.stack([reference["tiny.0002"], reference["tiny.0003"]]))
         assert c.retried == 0  # sent again at once on a new connection, not after a (5-s) backoff
-        assert c._pool._idle and c._pool._idle[0] is not idle
+        assert _local_ports(c) and _local_ports(c) != [port]  # on a socket of its own
 
 
 def test_one_client_shared_by_threads(store_path, reference):
@@ -48,7 +55,8 @@ def test_one_client_shared_by_threads(store_path, reference):
 
         with ThreadPoolExecutor(6) as pool:
             list(pool.map(work, range(6)))
-        assert 1 <= len(c._pool._idle) <= 4  # connections were reused, at most max_idle kept
+        assert 1 <= len(_idle(c)) <= 6  # connections were reused, one per thread at most
+        assert c._pool.http.num_connections <= 6 < c._pool.http.num_requests
         assert c.retried == 0
 
 
@@ -75,7 +83,7 @@ def test_a_server_that_stops_answering_times_out_once():
         threading.Thread(target=_answer_once_then_stall, args=(listener, accepted), daemon=True).start()
         pool = ConnectionPool(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=0.3)
         assert pool.request("GET", "/info").json() == {}
-        with pytest.raises(TimeoutError):
+        with pytest.raises(urllib3.exceptions.ReadTimeoutError):
             pool.request("GET", "/info")  # on the reused connection, which now stalls
         time.sleep(0.2)
         assert len(accepted) == 1  # not sent again on a new connection
@@ -84,6 +92,32 @@ def test_a_server_that_stops_answering_times_out_once():
             c.info()
         for conn in accepted:
             conn.close()
+
+
+def _hang_up_then_answer(listener: socket.socket, requests: list[bytes]) -> None:
+    """Read the first connection's request and close it unanswered (a server closing a keep-alive connection as
+    the request arrives); answer every later connection's requests with a 200."""
+    for n in range(3):
+        conn, _ = listener.accept()
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(65536)
+            requests.append(head)
+            if n:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+
+
+def test_a_connection_closed_before_the_answer_is_resent_at_once_and_only_once():
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        requests: list[bytes] = []
+        threading.Thread(target=_hang_up_then_answer, args=(listener, requests), daemon=True).start()
+        pool = ConnectionPool(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=5)
+        reply = pool.request("POST", "/features/batch", b"{}", {"Content-Type": "application/json"})
+        assert (reply.status, reply.data) == (200, b"ok")
+        assert len(requests) == 2 and requests[0] == requests[1]  # the same request, sent twice, not more
 
 
 @pytest.mark.parametrize("url", ["127.0.0.1:8000", "ftp://127.0.0.1:8000", "http://", "http://127.0.0.1:port"])
@@ -96,21 +130,23 @@ def test_pool_close_closes_connections_returned_later(store_path):
     with uvicorn_thread(create_app(ServeSettings(stores=[store_path]))) as url:
         pool = ConnectionPool(url, timeout=5.0)
         started, release = threading.Event(), threading.Event()
-        original = pool._put
+        original, returned = pool.http._put_conn, []
 
         def slow_put(conn):  # hold the request's connection until the pool is closed
+            returned.append(conn)
             started.set()
             release.wait(5)
             original(conn)
 
-        pool._put = slow_put  # type: ignore[method-assign]
+        pool.http._put_conn = slow_put  # type: ignore[method-assign]
         t = threading.Thread(target=pool.request, args=("GET", "/healthz"))
         t.start()
         started.wait(5)
         pool.close()
         release.set()
         t.join(5)
-        assert pool._idle == []
+        assert len(returned) == 1 and returned[0].sock is None  # returned to a closed pool: closed, not kept
+        assert pool.http.pool is None
 
 
 def _self_signed_cert(folder: Path) -> tuple[Path, Path]:
@@ -152,7 +188,7 @@ def test_https_with_the_ca_named_by_ssl_cert_file(store_path, reference, tmp_pat
 
 
 def _local_ports(c: TeacherClient) -> list[int]:
-    return [conn.sock.getsockname()[1] for conn in c._pool._idle]
+    return [conn.sock.getsockname()[1] for conn in _idle(c)]
 
 
 def _fetch_in_child(c: TeacherClient, queue) -> None:
