@@ -96,14 +96,14 @@ def test_a_server_that_stops_answering_times_out_once():
 
 def _hang_up_then_answer(listener: socket.socket, requests: list[bytes]) -> None:
     """Read the first connection's request and close it unanswered (a server closing a keep-alive connection as
-    the request arrives); answer every later connection's requests with a 200."""
-    for n in range(3):
+    the request arrives); answer the second connection's with a 200."""
+    for n in range(2):
         conn, _ = listener.accept()
         with conn:
             head = b""
             while b"\r\n\r\n" not in head:
                 head += conn.recv(65536)
-            requests.append(head)
+            requests.append(head.split(b"\r\n\r\n")[0])  # the head (the body may come in the same read or not)
             if n:
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
 
