@@ -2,7 +2,7 @@
 
 The pool is urllib3's ``HTTPConnectionPool`` (``http.client`` underneath, which reads a body of known length in one
 buffered call): measured side by side in ``bench/serve.py`` it ran 0.97–1.14x the frames/s of the hand-written
-``http.client`` pool it replaced, and httpx ~8 % slower with ~11 % more client CPU per frame (BENCHMARKS.md).
+``http.client`` pool it replaced, and httpx cost 2–13 % more client CPU per frame (BENCHMARKS.md).
 This module adds only what a trainer needs around it: urllib3's own retries and redirects off (``TeacherClient``
 retries with backoff and one log line per outage), one immediate resend when a connection breaks, a fresh pool in
 a forked child, and the errors callers retry collected in :data:`TransportError`.
@@ -54,8 +54,11 @@ class ConnectionPool:
         self._prefix = url.path.rstrip("/")
         self._options = {"timeout": urllib3.Timeout(connect=timeout, read=timeout), "maxsize": max_idle,
                          "retries": False}
-        self._pid = os.getpid()
+        self._start_pool()
+
+    def _start_pool(self) -> None:
         self.http = urllib3.connection_from_url(self._base, **self._options)
+        self._pid = os.getpid()
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 headers: Mapping[str, str] | None = None) -> Reply:
@@ -69,8 +72,8 @@ class ConnectionPool:
 
     def _send(self, method: str, path: str, body: bytes | None, headers: Mapping[str, str] | None) -> Reply:
         try:
-            return self.http.urlopen(method, self._prefix + path, body=body, headers=dict(headers or {}),
-                                        retries=False, redirect=False, preload_content=True)
+            return self.http.urlopen(method, self._prefix + path, body=body, headers=headers, redirect=False,
+                                     preload_content=True)
         except SSLError as e:  # an untrusted certificate is not transient: raised as itself for the caller to name
             if isinstance(e.args[0], ssl.SSLCertVerificationError):
                 raise e.args[0] from None
@@ -81,8 +84,7 @@ class ConnectionPool:
         parent's too, and two processes reading one stream would take each other's responses. Drop them unclosed
         (the parent keeps using them) and start a pool of this process's own (no lock: one held by another of
         the parent's threads at the fork would never be released here)."""
-        self.http = urllib3.connection_from_url(self._base, **self._options)
-        self._pid = os.getpid()
+        self._start_pool()
 
     def close(self) -> None:
         """Close the idle connections; connections in use close when their request ends."""
