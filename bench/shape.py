@@ -1,12 +1,14 @@
 """The benchmark's shape, one change at a time (issue 18, point 2): comparisons on a finished ``xmodal-demo`` folder
-with one thing changed — the students' steps, the teacher, the labelled frames, the flow images — and the rows that
-the change cannot move reused from the demo's own comparison (every run is deterministic given its settings).
+with one thing changed — the students' steps, the teacher, the labelled frames, the flow images, the fine-tuned
+detectors' trunk lr — and the rows that the change cannot move reused from the demo's own comparison (every run is
+deterministic given its settings).
 
 ``rows``: per teacher (the demo's ``adapted`` / ``imagenet``, or an external store with ``--store`` and its RGB
 checkpoint ``--copy-rgb``) a student (the demo's, or trained here with ``--iterations``, against the teacher's store
 served as a process), then ``student-trainer compare`` with the demo's RGB detector; ``--reuse`` links the demo
 comparison's finished runs of the named rows (e.g. ``no-init,copy-rgb,control,rgb``) instead of training them
-again; the control student is the demo's. Writes ``<out>/report.md`` (the merged table and the goals, as the demo's
+again (with a ``--trunk-lr-mult`` other than the demo's, only their frozen runs: the factor moves the fine-tuned
+ones); the control student is the demo's. Writes ``<out>/report.md`` (the merged table and the goals, as the demo's
 report) and ``<out>/results.json``; resumable.
 
 ``manifest``: a copy of the demo's manifest whose labelled training splits keep only their first ``--frames`` frames
@@ -18,6 +20,8 @@ Usage:
     python -m bench.shape rows --demo runs/demo-paper --variant hha --teachers adapted \\
         --store runs/x/old-quick/store --copy-rgb runs/x/old-quick/runs/rgb/checkpoint.pt --name random-init \\
         --reuse no-init,control,rgb --out runs/shape/hha-random-adapted
+    python -m bench.shape rows --demo runs/demo-paper --variant flow --trunk-lr-mult 1 \\
+        --reuse no-init,copy-rgb,transfer,control,rgb --out runs/shape/flow-trunk-lr1
     python -m bench.shape manifest --demo runs/demo-paper --frames 30
     python -m bench.shape rows --demo runs/demo-paper --variant hha --teachers adapted imagenet \\
         --manifest runs/demo-paper/data/synth/manifest_train30.jsonl --out runs/shape/hha-30
@@ -67,6 +71,8 @@ def cmd_rows(args: argparse.Namespace) -> None:
     env = {"OMP_NUM_THREADS": str(args.threads), **({} if amp is None else {env_name(DetectSettings, "amp"):
                                                                           str(amp).lower()})}
     seeds = [str(x) for x in args.seeds]
+    factor = settings.trunk_lr_mult if args.trunk_lr_mult is None else args.trunk_lr_mult
+    kinds = ("", "-frozen") if factor == settings.trunk_lr_mult else ("-frozen",)  # what --reuse may link
     out = args.out
     stamp = out / "timings.json"
     timings: dict[str, float] = json.loads(stamp.read_text()) if stamp.is_file() else {}
@@ -100,7 +106,7 @@ def cmd_rows(args: argparse.Namespace) -> None:
                 source = demo.compare_run(TEACHERS.get(t.name, demo.teachers[0]), variant)
                 rows = [r for r in args.reuse.split(",") if r != "copy-rgb" or not args.store]
                 names = ["rgb"] * ("rgb" in rows) + [f"{r}{f}-seed{x}" for r in rows if r != "rgb"
-                                                     for f in ("", "-frozen") for x in seeds]
+                                                     for f in kinds for x in seeds]
                 link_finished_runs(source, run, names)
             if i:
                 link_finished_runs(out / f"compare-{variant.name}-{teachers[0].name}", run,
@@ -112,7 +118,7 @@ def cmd_rows(args: argparse.Namespace) -> None:
             procs.run(run.name, "student_trainer.cli", [
                 "compare", "--modality", variant.modality, "--manifest", manifest, "--out", run,
                 "--rgb-run", demo.runs / "rgb", "--copy-rgb", copy, "--transfer", student / "checkpoint.pt",
-                *control, "--seeds", *seeds, *common], env=env)
+                *control, "--seeds", *seeds, "--trunk-lr-mult", factor, *common], env=env)
             timings[run.name] = round(timings.get(run.name, 0.0) + time.perf_counter() - t0, 1)
             compares[t.name] = json.loads((run / "compare.json").read_text())
     table = merge_comparisons(compares, {t.name: t.label for t in teachers}, variant.title)
@@ -146,6 +152,8 @@ def main() -> None:
     r.add_argument("--iterations", type=int, default=None, help="train students of this many steps here")
     r.add_argument("--reuse", default="", help="rows linked from the demo's comparison (comma-separated keys)")
     r.add_argument("--no-control", action="store_true", help="no control rows")
+    r.add_argument("--trunk-lr-mult", type=float, default=None,
+                   help="the fine-tuned detectors' trunk lr factor (default: the demo's)")
     r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     r.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None, help="default: the demo's")
     r.add_argument("--threads", type=int, default=2, help="OMP_NUM_THREADS of the children")

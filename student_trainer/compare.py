@@ -102,7 +102,7 @@ def run_compare(s: CompareSettings) -> dict[str, Any]:
         for seed in s.seeds:
             kw = {"trunk_checkpoint": ckpts[m.source]} if m.source else {}
             runs.append(_detect(s, s.out / f"{m.key}-seed{seed}", modality=s.modality, init=m.init, seed=seed,
-                                freeze_trunk=m.frozen, **kw))
+                                freeze_trunk=m.frozen, trunk_lr_mult=s.trunk_lr_mult, **kw))
         rows[m.key] = {"label": m.label, "mAP": _stats([r["mAP"] for r in runs]), "runs": runs}
     rgb_dir = _rgb_alone(s, test_split)
     rgb = json.loads((rgb_dir / "summary.json").read_text())

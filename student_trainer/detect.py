@@ -160,7 +160,7 @@ def _train(run: DetectRun, device: torch.device) -> dict[str, Any]:
         raise ConfigError(f"{ckpt_path} holds a {state.get('modality')!r} detector of classes "
                           f"{state.get('classes')}; this run is {s.modality!r} with {run.manifest.classes}")
     first = int(state["step"]) if state else 0
-    opt, sched = make_optimizer(model, s, state)
+    opt, sched = make_optimizer(model, s, state, lr_mult={"trunk.": s.trunk_lr_mult})
     metrics = MetricsLog(s.out / "metrics.jsonl", resume_step=first if state else None)
     data = TrainBatches(run.train_frames, run.modality, BatchSchedule(len(run.train_frames), s.images_per_batch,
                         s.seed, s.flip), s.iterations, first, s.short_side, s.max_side)

@@ -94,6 +94,8 @@ class DetectSettings(TrainSettings):
     fg_iou: float = Field(0.5, gt=0, le=1, description="IoU that makes a RoI foreground (background below)")
     lr: float = Field(0.03, gt=0, description="initial learning rate (SGD; the paper's 0.001 in the full profile)")
     lr_milestones: FloatList = Field([0.75], description="fractions of the run where lr is multiplied by lr_gamma")
+    trunk_lr_mult: float = Field(1.0, ge=0, description="the trunk's conv layers learn at lr x this (the fc layers "
+                                 "and heads at lr): below 1 keeps more of what the init carries")
     box_loss_beta: float = Field(1.0, ge=0, description="smooth-L1 beta of the box loss (Fast R-CNN 1, "
                                  "torchvision 1/9)")
     trunk: TrunkName = Field("alexnet-small", description="trunk layout (--init random)")
@@ -170,6 +172,8 @@ class CompareSettings(BaseSettings):
     control: Path | None = Field(None, description="student checkpoint transferred from an untrained teacher")
     seeds: IntList = Field([0], description="detector seeds (mean and spread over them)")
     profile: Literal["tiny", "quick", "full"] = Field("quick", description="detector size profile")
+    trunk_lr_mult: float = Field(1.0, ge=0, description="fine-tuned rows: the trunk learns at the detector's lr x "
+                                 "this (the same for every init)")
     proposals: Path | None = Field(None, description="proposals .npz (default: generated and cached)")
     device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
     progress: bool = Field(True, description="show progress bars")

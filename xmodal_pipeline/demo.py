@@ -102,12 +102,14 @@ class DemoSettings(BaseSettings):
     # chose and why: BENCHMARKS.md, "The benchmark's shape".
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": {"out": "runs/demo-tiny", "seeds": [0], "teachers": ["adapted", "imagenet"], "rgb_init": "imagenet",
-                 "transfer_iterations": 40, "flow_method": "dis-fine", "flow_ceiling": True, "amp": False},
+                 "transfer_iterations": 40, "flow_method": "dis-fine", "flow_ceiling": True, "amp": False,
+                 "trunk_lr_mult": 0.1},
         "quick": {"out": "runs/demo", "seeds": [0], "teachers": ["adapted"], "rgb_init": "imagenet",
-                  "transfer_iterations": 1600, "flow_method": "dis-fine", "flow_ceiling": False, "amp": True},
+                  "transfer_iterations": 1600, "flow_method": "dis-fine", "flow_ceiling": False, "amp": True,
+                  "trunk_lr_mult": 0.1},
         "paper": {"out": "runs/demo-paper", "seeds": [0, 1, 2], "teachers": ["adapted", "imagenet"],
                   "rgb_init": "imagenet", "transfer_iterations": 3200, "flow_method": "dis-fine",
-                  "flow_ceiling": True, "amp": True},
+                  "flow_ceiling": True, "amp": True, "trunk_lr_mult": 0.1},
         "full": {"out": "runs/demo-full", "seeds": [0, 1, 2], "teachers": ["adapted", "imagenet"],
                  "rgb_init": "imagenet", "transfer_iterations": 20000, "flow_method": "dis-fine",
                  "flow_ceiling": True, "amp": None},
@@ -132,6 +134,10 @@ class DemoSettings(BaseSettings):
                                "ceiling of any estimator)")
     amp: bool | None = Field(None, description="mixed precision in every student, teacher and detector (bfloat16 on "
                              "CPU, float16 on CUDA; unset: CUDA only)")
+    trunk_lr_mult: float = Field(
+        1.0, ge=0, description="the comparisons' fine-tuned detectors: the trunk learns at the detector's lr x this, "
+        "for every init (quick / paper: 0.1; at 1 the CPU schedule's lr 0.03 washes out what an init carries: "
+        "BENCHMARKS.md, \"Fine-tuning washout\")")
     device: str = Field("auto", description="device of every training process ('auto': CUDA when present)")
 
     @model_validator(mode="before")
@@ -264,6 +270,7 @@ class Demo:
                     "compare", "--modality", v.modality, "--manifest", v.manifest, "--out", out,
                     "--rgb-run", self.runs / "rgb", "--copy-rgb", self.runs / t.checkpoint,
                     "--transfer", self.student(t, v) / "checkpoint.pt", *control, "--seeds", *seeds,
+                    "--trunk-lr-mult", self.s.trunk_lr_mult,
                     "--device", self.s.device, *self.common]))
             self._parallel(jobs, env)
 

@@ -127,6 +127,17 @@ def test_freeze_trunk_applies_to_every_init(synth_tiny, proposals, rgb_run, tmp_
     assert heads and not torch.equal(trained[heads[0]], build_detect(settings).model.state_dict()[heads[0]])
 
 
+def test_trunk_lr_factor_reaches_the_trunk_only(synth_tiny, proposals, tmp_path):
+    settings = _settings(synth_tiny, tmp_path, proposals, modality="hha", trunk_lr_mult=0.0)
+    initial = build_detect(settings).model.state_dict()
+    summary = run_detect(settings)
+    trained = load_checkpoint(tmp_path / "checkpoint.pt")["model"]
+    weights = [k for k in initial if k.startswith("trunk.") and k.endswith("weight")]
+    assert not summary["trunk_frozen"] and weights
+    assert all(torch.equal(initial[k], trained[k]) for k in weights)  # lr 0 on the trunk: its weights stay
+    assert not torch.equal(initial["fc6.0.weight"], trained["fc6.0.weight"])
+
+
 def test_fused_evaluation(rgb_run, hha_frozen_run, synth_tiny):
     rgb_dir, _ = rgb_run
     fused = evaluate_fused(rgb_dir, hha_frozen_run, synth_tiny, "depth_test", out=hha_frozen_run / "fused")
