@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,17 +150,19 @@ def plot_comparison(report: dict[str, Any], path: Path) -> None:
     from matplotlib.figure import Figure
 
     rows = list(report["rows"].values())
-    fig = Figure(figsize=(8, 0.5 + 0.45 * len(rows)))
+    labels = [textwrap.fill(r["label"], 48) for r in rows]  # long merged-table labels would squeeze the bars
+    fig = Figure(figsize=(10, 0.8 + 0.3 * sum(label.count("\n") + 1 for label in labels)))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     means = [100 * r["mAP"]["mean"] for r in rows]
     stds = [100 * r["mAP"]["std"] for r in rows]
-    bars = ax.barh([r["label"] for r in rows], means, xerr=stds, color="#4c72b0", ecolor="#222222", capsize=3)
+    bars = ax.barh(labels, means, xerr=stds, color="#4c72b0", ecolor="#222222", capsize=3)
     ax.bar_label(bars, labels=[f"{m:.1f}" + (f" ± {d:.1f}" if r["mAP"]["n"] > 1 else "")
                                for m, d, r in zip(means, stds, rows, strict=True)], padding=4, fontsize=8)
     ax.set_xlim(0, 118)  # room for the labels right of a bar near 100
     ax.invert_yaxis()
     ax.set_xlabel(f"mAP (%), mean ± sd over {len(report['seeds'])} seed(s)")
-    ax.set_title(f"{report.get('title') or report['modality'].upper()} detectors on {report['test_split']}")
+    ax.set_title(textwrap.fill(f"{report.get('title') or report['modality'].upper()} detectors on "
+                               f"{report['test_split']}", 70))
     fig.tight_layout()
     fig.savefig(path, dpi=110)

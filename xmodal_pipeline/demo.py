@@ -21,9 +21,10 @@ Stages (each resumable; a rerun skips finished work):
 Ctrl-C stops every process the demo started.
 
 Profiles (every value is also a flag): ``tiny`` (a smoke run of every stage), ``quick`` (``make demo``: the
-20-minute CPU demo), ``paper`` (the full protocol: 3 seeds, both teachers, the exact-flow ceiling; 90 minutes on
-2 CPU cores), ``full`` (240x320 frames and the paper's schedules, for a GPU). Each profile has its own default
-folder (``runs/demo`` for quick, ``runs/demo-<profile>`` otherwise): a folder holds one profile's dataset.
+20-minute CPU demo, 3 detector seeds), ``paper`` (the full protocol: 3 seeds, both teachers, the exact-flow
+ceiling; 90 minutes on 2 CPU cores), ``full`` (240x320 frames and the paper's schedules, for a GPU). Each profile
+has its own default folder (``runs/demo`` for quick, ``runs/demo-<profile>`` otherwise): a folder holds one
+profile's dataset.
 ``<out>/report/timings.json`` keeps, per stage, the seconds of the last run that did its work and, separately,
 those of the last run that found it already done.
 """
@@ -104,7 +105,7 @@ class DemoSettings(BaseSettings):
         "tiny": {"out": "runs/demo-tiny", "seeds": [0], "teachers": ["adapted", "imagenet"], "rgb_init": "imagenet",
                  "transfer_iterations": 40, "flow_method": "dis-fine", "flow_ceiling": True, "amp": False,
                  "trunk_lr_mult": 0.1},
-        "quick": {"out": "runs/demo", "seeds": [0], "teachers": ["adapted"], "rgb_init": "imagenet",
+        "quick": {"out": "runs/demo", "seeds": [0, 1, 2], "teachers": ["adapted"], "rgb_init": "imagenet",
                   "transfer_iterations": 1600, "flow_method": "dis-fine", "flow_ceiling": False, "amp": True,
                   "trunk_lr_mult": 0.1},
         "paper": {"out": "runs/demo-paper", "seeds": [0, 1, 2], "teachers": ["adapted", "imagenet"],
