@@ -16,9 +16,8 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
 from bench.common import REPO, machine
+from student_trainer.compare import seed_stats
 from student_trainer.detect_eval import evaluate_fused
 
 ROWS = ("transfer", "transfer-frozen")
@@ -39,8 +38,7 @@ def main() -> None:
         for w in args.weights:
             maps = [evaluate_fused(args.compare / "rgb", args.compare / f"{row}-seed{s}", manifest,
                                    report["test_split"], weight=w).mean_ap for s in report["seeds"]]
-            table[row][f"{w:g}"] = {"mean": float(np.mean(maps)), "std": float(np.std(maps, ddof=1)) if len(maps) > 1
-                                    else 0.0}
+            table[row][f"{w:g}"] = seed_stats(maps)
     results = {"compare": str(args.compare), "machine": machine(), "rgb_alone": rgb, "seeds": report["seeds"],
                "fused": table}
     (REPO / "bench" / "results").mkdir(exist_ok=True)

@@ -14,6 +14,7 @@ import json
 import math
 import shutil
 import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from student_trainer.detect import run_detect
 from student_trainer.detect_eval import evaluate_fused
 from student_trainer.detect_settings import CompareSettings, DetectSettings
 
-__all__ = ["METHODS", "Method", "comparison_markdown", "plot_comparison", "run_compare"]
+__all__ = ["METHODS", "Method", "comparison_markdown", "plot_comparison", "run_compare", "seed_stats"]
 
 @dataclass(frozen=True)
 class Method:
@@ -86,7 +87,8 @@ def _rgb_alone(s: CompareSettings, test_split: str) -> Path:
     return out
 
 
-def _stats(values: list[float]) -> dict[str, float]:
+def seed_stats(values: Sequence[float]) -> dict[str, float]:
+    """Mean, sample sd (0 for one value) and count of a row's mAPs over seeds: the tables' ``mAP`` entry."""
     a = np.asarray(values, dtype=float)
     return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0, "n": len(a)}
 
@@ -104,17 +106,17 @@ def run_compare(s: CompareSettings) -> dict[str, Any]:
             kw = {"trunk_checkpoint": ckpts[m.source]} if m.source else {}
             runs.append(_detect(s, s.out / f"{m.key}-seed{seed}", modality=s.modality, init=m.init, seed=seed,
                                 freeze_trunk=m.frozen, trunk_lr_mult=s.trunk_lr_mult, **kw))
-        rows[m.key] = {"label": m.label, "mAP": _stats([r["mAP"] for r in runs]), "runs": runs}
+        rows[m.key] = {"label": m.label, "mAP": seed_stats([r["mAP"] for r in runs]), "runs": runs}
     rgb_dir = _rgb_alone(s, test_split)
     rgb = json.loads((rgb_dir / "summary.json").read_text())
-    rows["rgb"] = {"label": "RGB alone", "mAP": _stats([rgb["mAP"]]), "runs": [rgb]}
+    rows["rgb"] = {"label": "RGB alone", "mAP": seed_stats([rgb["mAP"]]), "runs": [rgb]}
     fused = []
     for seed in s.seeds:
         result = evaluate_fused(rgb_dir, s.out / f"transfer-seed{seed}", s.manifest, test_split,
                                 out=s.out / f"fusion-seed{seed}")
         fused.append({"mAP": result.mean_ap, "ap": {k: (None if math.isnan(v) else v)
                                                     for k, v in result.ap_by_class().items()}})
-    rows["fusion"] = {"label": f"RGB + {s.modality.upper()} (late fusion, transfer)", "mAP": _stats(
+    rows["fusion"] = {"label": f"RGB + {s.modality.upper()} (late fusion, transfer)", "mAP": seed_stats(
         [f["mAP"] for f in fused]), "runs": fused}
     report = {"modality": s.modality, "test_split": test_split, "seeds": s.seeds, "profile": s.profile,
               "rows": rows}

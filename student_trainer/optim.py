@@ -22,7 +22,7 @@ def make_optimizer(
 
     ``lr_mult`` maps a parameter-name prefix (``"trunk."``) to a factor on ``s.lr`` for the parameters under it
     (the first matching prefix wins); the rest learn at ``s.lr`` and form the first group, whose lr is logged."""
-    mults = dict(lr_mult or {})
+    mults = lr_mult or {}
     groups: dict[float, list[nn.Parameter]] = {1.0: []}
     for name, p in model.named_parameters():
         if p.requires_grad:

@@ -20,11 +20,6 @@ from shared.atomic import write_json_atomic, write_text_atomic
 __all__ = ["mean_table", "merged_table", "recipe_report", "table_markdown"]
 
 
-def _stats(values: Sequence[float]) -> dict[str, float]:
-    a = np.asarray(values, dtype=float)
-    return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0, "n": len(a)}
-
-
 def merged_table(compares: Mapping[str, Mapping[str, Any]], teacher_labels: Mapping[str, str], modality: str,
                  weights: str, profile: str, evaluation: str) -> dict[str, Any]:
     """One table from the comparisons of several teachers' students on one evaluation.
@@ -68,6 +63,8 @@ def merged_table(compares: Mapping[str, Mapping[str, Any]], teacher_labels: Mapp
 def mean_table(tables: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """Each row's AP averaged over evaluations (JHMDB's splits): per class the mean of the per-evaluation means
     over seeds, mAP the mean of the evaluations' mAPs with their spread (n = evaluations)."""
+    from student_trainer.compare import seed_stats
+
     first = next(iter(tables.values()))
     rows = {}
     for key, r in first["rows"].items():
@@ -78,7 +75,7 @@ def mean_table(tables: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
             runs.append({"ap": {c: (float(np.mean(v)) if (v := [x["ap"][c] for x in row["runs"]
                                                                  if x["ap"].get(c) is not None]) else None)
                                 for c in classes}})
-        rows[key] = {"label": r["label"], "mAP": _stats([row["mAP"]["mean"] for row in per_eval]), "runs": runs}
+        rows[key] = {"label": r["label"], "mAP": seed_stats([row["mAP"]["mean"] for row in per_eval]), "runs": runs}
     split = first["test_split"].removeprefix(f"{next(iter(tables))} ")
     return {**first, "test_split": f"{split}, mean over {', '.join(tables)}", "rows": rows}
 
