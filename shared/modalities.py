@@ -54,6 +54,8 @@ class Modality:
         transfer_split: default split of its supervision-transfer pairs; None for a modality that is never a student
             (RGB, the teacher's own).
         train_split, test_split: default detector splits.
+        val_split: default labelled split that no detector trains or is tested on, where choices such as the
+            late-fusion weight are made (None: the modality's datasets have none).
         mean, std: per-channel normalisation of ``x / 255``.
         flip: exact left-right mirror of a uint8 (H, W, 3) image of this modality.
         mirror_field: a field holding the image of the mirrored inputs, used instead of ``flip`` where present.
@@ -71,6 +73,7 @@ class Modality:
     flip: Callable[[np.ndarray], np.ndarray] = mirror_image
     mirror_field: str | None = None
     read: Callable[[str | os.PathLike[str]], np.ndarray] = _read_rgb
+    val_split: str | None = None
 
     @property
     def student(self) -> bool:
@@ -120,11 +123,13 @@ def names(students_only: bool = False) -> list[str]:
 
 
 # ImageNet statistics: torchvision teachers expect them; our RGB teachers use them too.
-register_modality(Modality("rgb", "rgb", None, None, "rgb_train", "depth_test", IMAGENET_MEAN, IMAGENET_STD))
+register_modality(Modality("rgb", "rgb", None, None, "rgb_train", "depth_test", IMAGENET_MEAN, IMAGENET_STD,
+                           val_split="depth_val"))
 # HHA channels span 0..255 with broad histograms; centre and scale them like images.
 register_modality(Modality("hha", "hha", "depth", "depth_transfer", "depth_train", "depth_test", (0.5, 0.5, 0.5),
-                           (0.25, 0.25, 0.25)))
+                           (0.25, 0.25, 0.25), val_split="depth_val"))
 # Flow images are centred at 128 by construction; typical |flow| of a few pixels is ~+-0.15 after /255. DIS is not
 # mirror-equivariant: the flow image of the mirrored pair (``flow_mirror``) is the exact mirrored input.
 register_modality(Modality("flow", "flow", "rgb_next", "flow_transfer", "flow_train", "flow_test", (128 / 255,) * 3,
-                           (0.125, 0.125, 0.125), flip=flip_flow_image, mirror_field="flow_mirror"))
+                           (0.125, 0.125, 0.125), flip=flip_flow_image, mirror_field="flow_mirror",
+                           val_split="flow_val"))

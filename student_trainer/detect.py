@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,7 +48,7 @@ from student_trainer.student import copy_rgb_weights
 from student_trainer.transfer_data import BatchSchedule
 from student_trainer.voc_eval import evaluate_detections
 
-__all__ = ["DetectRun", "build_detect", "run_detect"]
+__all__ = ["DetectRun", "build_detect", "evaluate_run_on", "run_detect", "split_eval_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +188,19 @@ def _train(run: DetectRun, device: torch.device) -> dict[str, Any]:
 # ---------------------------------------------------------------- entry points
 
 
+def _evaluate(run: DetectRun, device: torch.device, split: str, out: Path) -> dict[str, Any]:
+    """Score ``run.test_frames`` (of ``split``), save their RoI outputs and the evaluation into ``out``."""
+    s = run.settings
+    outputs = score_frames(run.model, run.test_frames, run.modality, s, device, split, run.manifest.classes)
+    out.mkdir(parents=True, exist_ok=True)
+    outputs.save(out / ROI_OUTPUTS)
+    dets = outputs.detections(score_thresh=s.score_thresh, nms_thresh=s.nms_thresh,
+                              max_detections=s.detections_per_image)
+    result = evaluate_detections(dets, ground_truth(run.test_frames), run.manifest.classes)
+    return write_evaluation(out, f"{s.modality} {s.init}", result, dets,
+                            {"split": split, "frames": len(run.test_frames), "modality": s.modality, "init": s.init})
+
+
 def run_detect(s: DetectSettings) -> dict[str, Any]:
     """Train (or resume) a detector, evaluate it on the test split; returns the summary (also summary.json)."""
     run = build_detect(s)
@@ -200,14 +214,7 @@ def run_detect(s: DetectSettings) -> dict[str, Any]:
     last = _train(run, device)
     t1 = time.perf_counter()
     split = s.default_test_split()
-    outputs = score_frames(run.model, run.test_frames, run.modality, s, device, split, run.manifest.classes)
-    outputs.save(s.out / ROI_OUTPUTS)
-    dets = outputs.detections(score_thresh=s.score_thresh, nms_thresh=s.nms_thresh,
-                              max_detections=s.detections_per_image)
-    result = evaluate_detections(dets, ground_truth(run.test_frames), run.manifest.classes)
-    report = write_evaluation(s.out, f"{s.modality} {s.init}", result, dets,
-                               {"split": split, "frames": len(run.test_frames), "modality": s.modality,
-                                "init": s.init})
+    report = _evaluate(run, device, split, s.out)
     t2 = time.perf_counter()
     summary = {"modality": s.modality, "init": s.init, "trunk_frozen": s.trunk_frozen, "iterations": s.iterations,
                "train_splits": s.default_train_splits(), "test_split": split, "train_frames": len(run.train_frames),
@@ -215,3 +222,33 @@ def run_detect(s: DetectSettings) -> dict[str, Any]:
                "train_seconds": round(t1 - t0, 2), "eval_seconds": round(t2 - t1, 2), "device": str(device)}
     write_json_atomic(s.out / "summary.json", summary)  # written last: its existence means "done" to compare
     return summary
+
+
+def split_eval_dir(run_dir: Path, split: str) -> Path:
+    """Where :func:`evaluate_run_on` leaves a run's evaluation on another split than its test split."""
+    return run_dir / f"eval-{split}"
+
+
+def evaluate_run_on(run_dir: Path, split: str, *, device: str = "auto", progress: bool = False) -> Path:
+    """Score a finished detector run on another split, e.g. a validation split where the late-fusion weight is
+    chosen; no step of training is repeated.
+
+    Writes ``roi_outputs.npz``, ``eval.json`` (last) and the rest of an evaluation into
+    :func:`split_eval_dir`, and reuses a finished one. Returns that folder.
+
+    Raises:
+        ConfigError: the run is not finished (no summary.json) or the manifest has no labelled frames in ``split``.
+    """
+    out = split_eval_dir(run_dir, split)
+    if (out / "eval.json").is_file():
+        return out
+    if not (run_dir / "summary.json").is_file():
+        raise ConfigError(f"{run_dir} is not a finished detector run (no summary.json): train it first")
+    config = json.loads((run_dir / "config.json").read_text())["settings"]
+    s = DetectSettings.model_validate({**config, "test_split": split, "device": device, "progress": progress})
+    run = build_detect(s)  # raises ConfigError for a split without labelled frames
+    run.model.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt")["model"])
+    dev = select_device(s.device)
+    run.model.to(dev, memory_format=torch.channels_last)
+    _evaluate(run, dev, split, out)
+    return out

@@ -174,6 +174,10 @@ class CompareSettings(BaseSettings):
     profile: Literal["tiny", "quick", "full"] = Field("quick", description="detector size profile")
     trunk_lr_mult: float = Field(1.0, ge=0, description="fine-tuned rows: the trunk learns at the detector's lr x "
                                  "this (the same for every init)")
+    fusion_val_split: str | None = Field(
+        None, description="labelled split on which each seed's late-fusion RGB weight is chosen (an extra fusion row "
+        "besides the paper's 0.5; default: the modality's validation split, depth_val / flow_val, where the manifest "
+        "has it)")
     proposals: Path | None = Field(None, description="proposals .npz (default: generated and cached)")
     device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
     progress: bool = Field(True, description="show progress bars")

@@ -7,6 +7,9 @@ whereas the arithmetic mean of probabilities would keep half of the other detect
 
 Fusion is only meaningful row by row on one proposal set: row r of both detectors must score the same box.
 Shapes are checked; that both used the same proposals in the same order is the caller's contract.
+
+When one detector is far weaker (flow from 96x128 DIS next to RGB), an even average can fall below the stronger
+one alone; :func:`choose_fusion_weight` picks the weight on a validation split instead.
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ import math
 
 import torch
 
-__all__ = ["fuse_outputs"]
+__all__ = ["FUSION_WEIGHTS", "choose_fusion_weight", "fuse_outputs"]
+
+FUSION_WEIGHTS: tuple[float, ...] = tuple(i / 10 for i in range(11))
+"""Weights of detector a (RGB in the comparisons) that a validation split chooses from: 1.0 is a alone, 0.0 b alone."""
 
 
 def fuse_outputs(
@@ -62,3 +68,11 @@ def fuse_outputs(
     if len(dtypes) > 1:
         raise TypeError(f"all four tensors must share one dtype, got {sorted(map(str, dtypes))}")
     return torch.lerp(logits_b, logits_a, weight), torch.lerp(deltas_b, deltas_a, weight)
+
+
+def choose_fusion_weight(val_map: dict[float, float]) -> float:
+    """The weight of the best validation mAP; ties go to the weight nearest the paper's 0.5 (NaN never wins)."""
+    finite = {w: m for w, m in val_map.items() if not math.isnan(m)}
+    if not finite:
+        raise ValueError(f"no finite validation mAP among {val_map}")
+    return max(finite, key=lambda w: (finite[w], -abs(w - 0.5)))

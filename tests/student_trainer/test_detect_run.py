@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from shared.errors import DataError
+from shared.errors import ConfigError, DataError
 from shared.manifest import read_manifest
 from shared.modalities import modality
 from shared.nets.teachers import load_teacher
@@ -147,6 +147,24 @@ def test_fused_evaluation(rgb_run, hha_frozen_run, synth_tiny):
     assert evaluate_fused(rgb_dir, rgb_dir, synth_tiny).mean_ap == pytest.approx(alone, abs=1e-6)
     with pytest.raises(DataError, match="split"):
         evaluate_fused(rgb_dir, hha_frozen_run, synth_tiny, "flow_test")
+
+
+def test_a_finished_run_scores_another_split_from_its_checkpoint(rgb_run, tmp_path):
+    rgb_dir, summary = rgb_run
+    # the test split again, from the checkpoint: the run's own evaluation, so the trained weights were loaded
+    again = detect.evaluate_run_on(rgb_dir, "depth_test")
+    assert json.loads((again / "eval.json").read_text())["mAP"] == pytest.approx(summary["mAP"], abs=1e-6)
+    val = detect.evaluate_run_on(rgb_dir, "depth_val")
+    assert val == detect.split_eval_dir(rgb_dir, "depth_val")
+    outputs = RoIOutputs.load(val / ROI_OUTPUTS)
+    assert outputs.split == "depth_val" and outputs.frame_ids == [f.id for f in read_manifest(
+        json.loads((rgb_dir / "config.json").read_text())["settings"]["manifest"]).split("depth_val")]
+    stamp = (val / ROI_OUTPUTS).stat().st_mtime_ns
+    assert detect.evaluate_run_on(rgb_dir, "depth_val") == val and (val / ROI_OUTPUTS).stat().st_mtime_ns == stamp
+    with pytest.raises(ConfigError, match="not a finished detector run"):
+        detect.evaluate_run_on(tmp_path, "depth_val")
+    with pytest.raises(ConfigError, match="no labelled frames"):
+        detect.evaluate_run_on(rgb_dir, "rgb_pretrain")
 
 
 def test_resume_repeats_an_uninterrupted_run_exactly(synth_tiny, proposals, tmp_path, monkeypatch):

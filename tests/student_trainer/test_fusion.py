@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from student_trainer.fusion import fuse_outputs
+from student_trainer.fusion import FUSION_WEIGHTS, choose_fusion_weight, fuse_outputs
 
 
 def _outputs(seed: int, proposals: int = 5, classes: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,3 +79,12 @@ def test_bad_weight_and_dtypes() -> None:
             fuse_outputs(la, da, la, da, weight=weight)
     with pytest.raises(TypeError, match="share one dtype"):
         fuse_outputs(la, da, la.double(), da.double())
+
+
+def test_fusion_weight_is_the_best_on_validation_with_ties_to_the_even_average() -> None:
+    assert FUSION_WEIGHTS[0] == 0.0 and FUSION_WEIGHTS[-1] == 1.0 and 0.5 in FUSION_WEIGHTS
+    assert choose_fusion_weight({0.3: 0.61, 0.5: 0.62, 0.8: 0.70, 1.0: 0.69}) == 0.8
+    assert choose_fusion_weight({0.2: 0.7, 0.4: 0.7, 0.7: 0.7, 1.0: 0.5}) == 0.4  # a tie: nearest 0.5
+    assert choose_fusion_weight({0.5: float("nan"), 0.9: 0.1}) == 0.9
+    with pytest.raises(ValueError, match="no finite"):
+        choose_fusion_weight({0.5: float("nan")})

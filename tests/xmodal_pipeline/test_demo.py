@@ -42,23 +42,27 @@ def test_paper_profile_is_the_full_protocol_and_flags_override_it(monkeypatch):
 
 def _compare(rows: dict[str, float], frozen: dict[str, float]) -> dict:
     def row(v: float) -> dict:
-        return {"label": "x", "mAP": {"mean": v / 100, "std": 0.0, "n": 1}, "runs": [{"ap": {"a": v / 100}}]}
+        return {"label": "x", "mAP": {"mean": v / 100, "std": 0.0, "n": 1}, "runs": [{"ap": {"a": v / 100},
+                                                                                      "weight": 0.7}]}
 
     out = {k: row(v) for k, v in rows.items()} | {f"{k}-frozen": row(v) for k, v in frozen.items()}
-    return {"modality": "hha", "test_split": "depth_test", "seeds": [0], "profile": "quick", "rows": out}
+    return {"modality": "hha", "test_split": "depth_test", "val_split": "depth_val", "seeds": [0],
+            "profile": "quick", "rows": out}
 
 
 def test_merged_table_and_goals():
-    adapted = _compare({"no-init": 50, "copy-rgb": 58, "transfer": 64, "control": 51.5, "rgb": 70, "fusion": 72},
-                       {"no-init": 10, "copy-rgb": 20, "transfer": 40, "control": 36})
+    adapted = _compare({"no-init": 50, "copy-rgb": 58, "transfer": 64, "control": 51.5, "rgb": 70, "fusion": 72,
+                        "fusion-val": 73}, {"no-init": 10, "copy-rgb": 20, "transfer": 40, "control": 36})
     imagenet = _compare({"no-init": 50, "copy-rgb": 52, "transfer": 57, "rgb": 70, "fusion": 69},
                         {"no-init": 10, "copy-rgb": 15, "transfer": 30})
     table = merge_comparisons({"adapted": adapted, "imagenet": imagenet}, {"adapted": "A", "imagenet": "I"}, "HHA")
     assert list(table["rows"]) == [
         "no-init", "copy-rgb:adapted", "copy-rgb:imagenet", "transfer:adapted", "transfer:imagenet", "control",
         "no-init-frozen", "copy-rgb:adapted-frozen", "copy-rgb:imagenet-frozen", "transfer:adapted-frozen",
-        "transfer:imagenet-frozen", "control-frozen", "rgb", "fusion:adapted", "fusion:imagenet"]
+        "transfer:imagenet-frozen", "control-frozen", "rgb", "fusion:adapted", "fusion:imagenet",
+        "fusion-val:adapted"]  # only the comparison that chose a weight on a validation split has the row
     assert table["rows"]["copy-rgb:imagenet"]["label"] == "copy from RGB: I"
+    assert table["rows"]["fusion-val:adapted"]["label"].endswith("RGB weight chosen on depth_val: 0.7)")
     checks = {g["goal"]: g for g in goals(table, ["adapted", "imagenet"])}
     ft_a, ft_i = (checks[f"fine-tuned transfer ({t}) >= max(no init, copy-RGB ({t})) + 5"]
                   for t in ("adapted", "imagenet"))
@@ -66,8 +70,10 @@ def test_merged_table_and_goals():
     assert not checks["frozen transfer (adapted) >= frozen control + 5"]["met"]  # 40 vs 36: +4
     assert checks["frozen transfer (imagenet) >= frozen control + 5"]["difference"] == -6.0
     assert checks["control within 2 of no init"]["met"]
-    assert checks["RGB + modality (adapted) > RGB alone"]["met"]
-    assert not checks["RGB + modality (imagenet) > RGB alone"]["met"]
+    assert checks["RGB + modality (adapted, 0.5 / 0.5) > RGB alone"]["met"]
+    assert not checks["RGB + modality (imagenet, 0.5 / 0.5) > RGB alone"]["met"]
+    assert checks["RGB + modality (adapted, weight chosen on val) > RGB alone"]["difference"] == 3.0
+    assert "RGB + modality (imagenet, weight chosen on val) > RGB alone" not in checks  # no such row: no goal
     assert "| control within 2 of no init | 51.5 | 50.0 | +1.5 | **met** |" in goals_markdown(list(checks.values()))
 
 

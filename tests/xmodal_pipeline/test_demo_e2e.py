@@ -47,8 +47,12 @@ def test_tiny_demo_in_the_papers_shape(tmp_path):
     rows = results["tables"]["hha"]["table"]["rows"]
     assert {"transfer:adapted", "transfer:imagenet", "copy-rgb:imagenet", "control-frozen", "fusion:imagenet"} <= set(
         rows)
+    # the fusion weight is chosen per seed on the validation split, where RGB and the transfer detector were scored
+    fusion_val = rows["fusion-val:adapted"]["runs"][0]
+    assert fusion_val["val_split"] == "depth_val" and 0 <= fusion_val["weight"] <= 1
+    assert (runs / "compare-hha" / "transfer-seed0" / "eval-depth_val" / "roi_outputs.npz").is_file()
     goals = [g["goal"] for g in results["tables"]["flow-gt"]["goals"]]
-    assert "control within 2 of no init" in goals and len(goals) == 7
+    assert "control within 2 of no init" in goals and len(goals) == 9
     report = (out / "report" / "report.md").read_text()
     assert "## ImageNet-like teacher" in report and "Goals (flow on exact flow images (the ceiling))" in report
     for name in ("comparison_hha.png", "comparison_flow-gt.png", "transfer_curves.png", "contact_sheet.png"):

@@ -22,13 +22,16 @@ SPLIT_KINDS: dict[str, tuple[Literal["depth", "flow", "rgb"], bool]] = {
     "flow_train": ("flow", True),
     "depth_test": ("depth", True),
     "flow_test": ("flow", True),
+    "depth_val": ("depth", True),
+    "flow_val": ("flow", True),
     "rgb_pretrain": ("rgb", True),
     "rgb_pretrain_test": ("rgb", True),
 }
 """Split name -> (kind, labelled). ``depth`` frames: RGB + depth + raw depth; ``flow`` frames: RGB at t and
 t+1; ``rgb`` frames: RGB only. ``rgb_train`` is the teacher's labelled RGB (its depth is there too, for any other
-use). ``rgb_pretrain`` / ``rgb_pretrain_test``: the separate labelled RGB renders of the ``pretrain-*`` profiles
-(the ImageNet-like teacher's training and held-out set, in a dataset of their own)."""
+use). ``depth_val`` / ``flow_val``: labelled frames no detector trains or is tested on, for choices such as
+the late-fusion weight. ``rgb_pretrain`` / ``rgb_pretrain_test``: the separate labelled RGB renders of the
+``pretrain-*`` profiles (the ImageNet-like teacher's training and held-out set, in a dataset of their own)."""
 
 LABEL_SPACES = ("shape", "shape_look")
 """What an object's label names: ``shape`` its class (the detection classes); ``shape_look`` its class and the class
@@ -48,6 +51,8 @@ class SplitCounts(BaseModel):
     flow_train: int = Field(0, ge=0)
     depth_test: int = Field(0, ge=0)
     flow_test: int = Field(0, ge=0)
+    depth_val: int = Field(0, ge=0)
+    flow_val: int = Field(0, ge=0)
     rgb_pretrain: int = Field(0, ge=0)
     rgb_pretrain_test: int = Field(0, ge=0)
 
@@ -136,17 +141,18 @@ PROFILES: dict[str, dict] = {
     "tiny": {
         "height": 64, "width": 80,
         "splits": {"rgb_train": 6, "depth_transfer": 4, "flow_transfer": 4, "depth_train": 3, "flow_train": 3,
-                   "depth_test": 3, "flow_test": 3},
+                   "depth_test": 3, "flow_test": 3, "depth_val": 2, "flow_val": 2},
     },
     "quick": {
         "height": 96, "width": 128,
         "splits": {"rgb_train": 1000, "depth_transfer": 1000, "flow_transfer": 800, "depth_train": 30,
-                   "flow_train": 30, "depth_test": 250, "flow_test": 250},
+                   "flow_train": 30, "depth_test": 250, "flow_test": 250, "depth_val": 100, "flow_val": 100},
     },
     "full": {
         "height": 240, "width": 320,
         "splits": {"rgb_train": 5000, "depth_transfer": 5000, "flow_transfer": 4000, "depth_train": 300,
-                   "flow_train": 300, "depth_test": 1000, "flow_test": 1000},
+                   "flow_train": 300, "depth_test": 1000, "flow_test": 1000, "depth_val": 300,
+                   "flow_val": 300},
     },
 }
 # The demo's paper profile: the quick frames (the same (split, index) renders the same frame), more labelled ones.
