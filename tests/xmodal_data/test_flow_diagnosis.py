@@ -36,8 +36,8 @@ def test_epe_summary(tiny_manifest, tmp_path):
     out = tmp_path / "epe.json"
     printed = _bench("epe", "--manifest", tiny_manifest, "--workers", "1", "--out", out, "--methods", "dis", "dis-fine")
     summary = json.loads(out.read_text())["summary"]
-    assert set(summary) == {"flow_transfer", "flow_train", "flow_test", "all"}
-    assert summary["all"]["frames"] == 10 and "| all | 10 |" in printed
+    assert set(summary) == {"flow_transfer", "flow_train", "flow_test", "flow_val", "all"}
+    assert summary["all"]["frames"] == 12 and "| all | 12 |" in printed
     for s in summary.values():
         # the end-point error of zero flow is the mean ground-truth magnitude, by definition
         assert s["epe_zero"] == pytest.approx(s["gt_magnitude"], rel=1e-9)
@@ -62,7 +62,7 @@ def test_gt_images_manifest_points_at_encoded_ground_truth(tiny_manifest):
                 decoded = (read_rgb(after.path(path))[..., :2].astype(np.float64) - 128) / 16  # mirror: exact too
                 assert np.abs(decoded - want)[ok].max() <= 1 / 32 + 1e-6
             changed += 1
-    assert changed == 10
+    assert changed == 12  # every flow clip: 4 transfer, 3 train, 3 test, 2 val
 
 
 def test_variant_changes_the_clips_not_frame_t(tiny_manifest, tmp_path):

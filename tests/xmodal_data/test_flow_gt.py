@@ -196,7 +196,8 @@ def tiny_dir(tmp_path_factory):
 def test_every_flow_frame_has_its_ground_truth_files(tiny_dir):
     m = read_manifest(tiny_dir / "manifest.jsonl")
     flow_frames = [f for f in m if f.rgb_next is not None]
-    assert len(flow_frames) == TINY.splits.flow_transfer + TINY.splits.flow_train + TINY.splits.flow_test
+    assert len(flow_frames) == (TINY.splits.flow_transfer + TINY.splits.flow_train + TINY.splits.flow_test
+                                + TINY.splits.flow_val)
     assert all(f.flow_gt is None and f.flow_occlusion is None for f in m if f.rgb_next is None)
     for f in flow_frames:
         split, index = f.id.split(".")[1], int(f.id.split(".")[2])
@@ -310,5 +311,5 @@ def test_flow_image_manifest_from_ground_truth_needs_it(tiny_dir, tmp_path):
     m = read_manifest(tiny_dir / "manifest.jsonl")
     clips = [f.model_copy(update={"flow_gt": None, "flow_occlusion": None}) for f in m if f.rgb_next]
     path = write_manifest(tmp_path / "m.jsonl", m.header, clips)
-    with pytest.raises(DataError, match=r"10 clips have no flow_gt, e\.g\. 'synth\.flow_transfer\.0000000'"):
+    with pytest.raises(DataError, match=r"12 clips have no flow_gt, e\.g\. 'synth\.flow_transfer\.0000000'"):
         flow_image_manifest(path, "gt")
