@@ -3,8 +3,8 @@
 The comparison fuses the RGB detector with the transferred one at 0.5 / 0.5 (the paper's average of logits and box
 deltas). When the second detector is much weaker than RGB — DIS flow on 96x128 clips is 50 mAP below it — that
 average can pull RGB down. This re-fuses the saved RoI outputs of RGB alone and the transfer rows (fine-tuned and
-frozen, every seed) at each weight of RGB: a diagnosis read on the test split, not a way to pick the weight (that
-needs a split no detector is scored on).
+frozen, every seed) at each weight of RGB: a diagnosis read on the test split, not a way to pick the weight (the
+comparison picks it on the validation split, depth_val / flow_val: its ``fusion-val`` row).
 
 Usage: python -m bench.fusion_weight --compare runs/demo-paper/runs/compare-flow --weights 0.5 0.6 0.7 0.8 0.9
 Prints a Markdown table and writes bench/results/fusion_weight-<compare folder>.json.

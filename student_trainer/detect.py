@@ -233,8 +233,8 @@ def evaluate_run_on(run_dir: Path, split: str, *, device: str = "auto", progress
     """Score a finished detector run on another split, e.g. a validation split where the late-fusion weight is
     chosen; no step of training is repeated.
 
-    Writes ``roi_outputs.npz``, ``eval.json`` (last) and the rest of an evaluation into
-    :func:`split_eval_dir`, and reuses a finished one. Returns that folder.
+    Writes ``roi_outputs.npz``, then ``eval.json`` and the rest of an evaluation into :func:`split_eval_dir`, and
+    reuses one whose ``eval.json`` exists (its RoI outputs were saved before it). Returns that folder.
 
     Raises:
         ConfigError: the run is not finished (no summary.json) or the manifest has no labelled frames in ``split``.
