@@ -10,6 +10,7 @@ reads:
   eigenvalues normalised to sum 1 (C5 for channels that vary independently, 1 for a single direction);
 - ``dead``: the fraction of channels that are 0 at every position of every frame (ReLU outputs);
 - ``top-5 share``: the variance share of the 5 largest eigenvalues;
+- ``rms``: the root mean square activation (the scale of what fc6 receives, which sets its gradients);
 - ``moved``: how far fine-tuning took the trunk's conv weights, ||W_trained - W_init|| / ||W_init|| over all of
   them (a trunk that barely moves kept its init, for better or worse).
 
@@ -36,14 +37,14 @@ ROWS = ("no-init", "copy-rgb", "transfer", "control")
 
 
 def spectrum_stats(features: np.ndarray) -> dict[str, float]:
-    """Effective rank, dead-channel fraction and top-5 variance share of (N, C) feature samples (float64 maths)."""
+    """Effective rank, dead-channel fraction, top-5 variance share and RMS of (N, C) feature samples (float64)."""
     x = features.astype(np.float64)
     dead = float((np.abs(x).max(axis=0) == 0).mean())
     eig = np.clip(np.linalg.eigvalsh(np.cov(x, rowvar=False)), 0, None)[::-1]
     p = eig / eig.sum()
     nz = p[p > 0]
     return {"effective_rank": float(np.exp(-(nz * np.log(nz)).sum())), "dead": dead,
-            "top5_share": float(p[:5].sum())}
+            "top5_share": float(p[:5].sum()), "rms": float(np.sqrt((x ** 2).mean()))}
 
 
 def _trunk(run_dir: Path, trained: bool):
@@ -100,13 +101,14 @@ def main() -> None:
                "rows": table}
     (REPO / "bench" / "results").mkdir(exist_ok=True)
     (REPO / "bench" / "results" / f"trunk_rank-{args.compare.name}.json").write_text(json.dumps(results, indent=1))
-    print(f"| {args.compare.name}: conv5 | eff. rank at init | dead at init | top-5 share at init | eff. rank "
-          "fine-tuned | dead fine-tuned | moved | fine-tuned mAP |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"| {args.compare.name}: conv5 | eff. rank at init | dead at init | top-5 share at init | RMS at init | "
+          "eff. rank fine-tuned | dead fine-tuned | RMS fine-tuned | moved | fine-tuned mAP |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for row, t in table.items():
         i, f = t["init"], t["trained"]
         print(f"| {row} | {i['effective_rank']:.1f} | {100 * i['dead']:.0f} % | {100 * i['top5_share']:.0f} % | "
-              f"{f['effective_rank']:.1f} | {100 * f['dead']:.0f} % | {f['moved']:.3f} | {100 * t['mAP']:.1f} |")
+              f"{i['rms']:.3g} | {f['effective_rank']:.1f} | {100 * f['dead']:.0f} % | {f['rms']:.3g} | "
+              f"{f['moved']:.3f} | {100 * t['mAP']:.1f} |")
 
 
 if __name__ == "__main__":

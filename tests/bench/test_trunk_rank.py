@@ -12,7 +12,7 @@ def test_independent_equal_channels_have_full_rank_and_one_direction_has_rank_on
     rng = np.random.default_rng(0)
     iso = spectrum_stats(rng.standard_normal((200_000, 8)))
     assert iso["effective_rank"] == pytest.approx(8, rel=0.01) and iso["dead"] == 0
-    assert iso["top5_share"] == pytest.approx(5 / 8, abs=0.01)
+    assert iso["top5_share"] == pytest.approx(5 / 8, abs=0.01) and iso["rms"] == pytest.approx(1, abs=0.01)
     line = spectrum_stats(np.outer(rng.standard_normal(1000), np.arange(1, 5)))
     assert line["effective_rank"] == pytest.approx(1, abs=1e-6) and line["top5_share"] == pytest.approx(1)
 
