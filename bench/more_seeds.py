@@ -22,8 +22,9 @@ from bench.common import REPO, machine
 from student_trainer.compare import seed_stats
 
 
-def _run(config: dict, out: Path) -> float:
-    """One detector (in its own process: one intra-op thread, the CPU split between runs)."""
+def train_detector(config: dict, out: Path) -> float:
+    """mAP of one detector configured as ``config`` (a run's settings) in ``out``; resumable. Meant for a process
+    pool: one intra-op thread, the CPU split between runs."""
     import torch
 
     from student_trainer.detect import run_detect
@@ -51,7 +52,7 @@ def main() -> None:
         for row in args.rows:
             config = json.loads((args.compare / f"{row}-seed{base_seed}" / "config.json").read_text())["settings"]
             for seed in args.seeds:
-                jobs[row, seed] = pool.submit(_run, {**config, "seed": seed}, args.out / f"{row}-seed{seed}")
+                jobs[row, seed] = pool.submit(train_detector, {**config, "seed": seed}, args.out / f"{row}-seed{seed}")
         maps = {row: [r["mAP"] for r in report["rows"][row]["runs"]] + [jobs[row, s].result() for s in args.seeds]
                 for row in args.rows}
     (a, b) = (maps[r] for r in args.rows)
