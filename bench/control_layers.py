@@ -25,6 +25,7 @@ from bench.more_seeds import train_detector
 from shared.nets.trunks import AlexNetTrunk, TrunkSpec
 from student_trainer.checkpoint import load_checkpoint, save_checkpoint
 from student_trainer.compare import seed_stats
+from student_trainer.detect import run_settings
 
 BLOCKS = ("conv1", "conv2", "conv3", "conv4", "conv5")
 
@@ -61,10 +62,10 @@ def main() -> None:
         jobs = {}
         for k in args.blocks:
             for seed in seeds:
-                config = json.loads((args.compare / f"control-seed{seed}" / "config.json").read_text())["settings"]
                 ckpt = hybrid_checkpoint(args.control, k, seed, args.out / f"hybrid-k{k}-seed{seed}.pt")
-                jobs[k, seed] = pool.submit(train_detector, {**config, "trunk_checkpoint": str(ckpt)},
-                                            args.out / f"k{k}-seed{seed}")
+                jobs[k, seed] = pool.submit(train_detector, run_settings(
+                    args.compare / f"control-seed{seed}", trunk_checkpoint=ckpt, out=args.out / f"k{k}-seed{seed}",
+                    progress=False))
         table |= {k: [jobs[k, s].result() for s in seeds] for k in args.blocks}
     rows = {k: seed_stats(v) for k, v in sorted(table.items())}
     results = {"compare": str(args.compare), "control": str(args.control), "machine": machine(), "seeds": seeds,

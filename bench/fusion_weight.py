@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bench.common import REPO, machine
 from student_trainer.compare import seed_stats
-from student_trainer.detect_eval import evaluate_fused
+from student_trainer.detect_eval import fused_map_by_weight
 
 ROWS = ("transfer", "transfer-frozen")
 
@@ -34,11 +34,9 @@ def main() -> None:
     rgb = report["rows"]["rgb"]["mAP"]["mean"]
     table: dict[str, dict[str, dict[str, float]]] = {}
     for row in ROWS:
-        table[row] = {}
-        for w in args.weights:
-            maps = [evaluate_fused(args.compare / "rgb", args.compare / f"{row}-seed{s}", manifest,
-                                   report["test_split"], weight=w).mean_ap for s in report["seeds"]]
-            table[row][f"{w:g}"] = seed_stats(maps)
+        per_seed = [fused_map_by_weight(args.compare / "rgb", args.compare / f"{row}-seed{s}", manifest,
+                                        report["test_split"], args.weights) for s in report["seeds"]]
+        table[row] = {f"{w:g}": seed_stats([m[w] for m in per_seed]) for w in args.weights}
     results = {"compare": str(args.compare), "machine": machine(), "rgb_alone": rgb, "seeds": report["seeds"],
                "fused": table}
     (REPO / "bench" / "results").mkdir(exist_ok=True)

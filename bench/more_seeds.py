@@ -20,21 +20,17 @@ from scipy import stats
 
 from bench.common import REPO, machine
 from student_trainer.compare import seed_stats
+from student_trainer.detect import detect_once, run_settings
+from student_trainer.detect_settings import DetectSettings
 
 
-def train_detector(config: dict, out: Path) -> float:
-    """mAP of one detector configured as ``config`` (a run's settings) in ``out``; resumable. Meant for a process
-    pool: one intra-op thread, the CPU split between runs."""
+def train_detector(s: DetectSettings) -> float:
+    """mAP of the detector ``s`` describes (trained, or re-read when finished). Meant for a process pool: one
+    intra-op thread, the CPU split between runs."""
     import torch
 
-    from student_trainer.detect import run_detect
-    from student_trainer.detect_settings import DetectSettings
-
     torch.set_num_threads(1)
-    summary = out / "summary.json"
-    if summary.is_file():
-        return json.loads(summary.read_text())["mAP"]
-    return run_detect(DetectSettings.model_validate({**config, "out": out, "progress": False, "resume": True}))["mAP"]
+    return detect_once(s)["mAP"]
 
 
 def main() -> None:
@@ -50,9 +46,10 @@ def main() -> None:
     jobs = {}
     with ProcessPoolExecutor(args.workers) as pool:
         for row in args.rows:
-            config = json.loads((args.compare / f"{row}-seed{base_seed}" / "config.json").read_text())["settings"]
             for seed in args.seeds:
-                jobs[row, seed] = pool.submit(train_detector, {**config, "seed": seed}, args.out / f"{row}-seed{seed}")
+                s = run_settings(args.compare / f"{row}-seed{base_seed}", seed=seed, out=args.out / f"{row}-seed{seed}",
+                                 progress=False)
+                jobs[row, seed] = pool.submit(train_detector, s)
         maps = {row: [r["mAP"] for r in report["rows"][row]["runs"]] + [jobs[row, s].result() for s in args.seeds]
                 for row in args.rows}
     (a, b) = (maps[r] for r in args.rows)

@@ -21,6 +21,7 @@ Prints a Markdown table and writes bench/results/trunk_rank-<compare folder>.jso
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 from pathlib import Path
 
@@ -29,9 +30,8 @@ import torch
 
 from bench.common import REPO, machine
 from student_trainer.checkpoint import load_checkpoint
-from student_trainer.detect import build_detect
+from student_trainer.detect import DetectRun, build_detect, run_settings
 from student_trainer.detect_data import EvalFrames, pad_images
-from student_trainer.detect_settings import DetectSettings
 
 ROWS = ("no-init", "copy-rgb", "transfer", "control")
 
@@ -47,17 +47,16 @@ def spectrum_stats(features: np.ndarray) -> dict[str, float]:
             "top5_share": float(p[:5].sum()), "rms": float(np.sqrt((x ** 2).mean()))}
 
 
-def _trunk(run_dir: Path, trained: bool):
-    """A run's detector trunk as ``detect`` builds it before its first step, or with its trained weights; and
-    the run's test frames."""
-    config = json.loads((run_dir / "config.json").read_text())["settings"]
-    run = build_detect(DetectSettings.model_validate({**config, "progress": False, "device": "cpu"}))
-    if trained:
-        run.model.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt")["model"])
-    return run.model.trunk.eval(), run
+def trunks(run_dir: Path) -> tuple[torch.nn.Module, torch.nn.Module, DetectRun]:
+    """A run's detector trunk as ``detect`` builds it before its first step, the same trunk with the run's trained
+    weights, and the run (for its test frames)."""
+    run = build_detect(run_settings(run_dir, progress=False, device="cpu"))
+    init = copy.deepcopy(run.model.trunk).eval()
+    run.model.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt")["model"])
+    return init, run.model.trunk.eval(), run
 
 
-def conv5_samples(trunk: torch.nn.Module, run, frames: int) -> np.ndarray:
+def conv5_samples(trunk: torch.nn.Module, run: DetectRun, frames: int) -> np.ndarray:
     """(frames x positions, C5) conv5 activations of ``trunk`` on the run's first test frames."""
     data = EvalFrames(run.test_frames[:frames], run.modality)
     out = []
@@ -87,14 +86,14 @@ def main() -> None:
     report = json.loads((args.compare / "compare.json").read_text())
     table = {}
     for row in ROWS:
-        if f"{row}-seed{args.seeds[0]}" not in {p.name for p in args.compare.iterdir()}:
+        if not (args.compare / f"{row}-seed{args.seeds[0]}").is_dir():
             continue
         stats: dict[str, list[dict[str, float]]] = {"init": [], "trained": []}
         for seed in args.seeds:
-            trunks = {when: _trunk(args.compare / f"{row}-seed{seed}", when == "trained") for when in stats}
-            for when, (trunk, run) in trunks.items():
-                stats[when].append({**spectrum_stats(conv5_samples(trunk, run, args.frames)),
-                                    "moved": moved(trunks["init"][0], trunks["trained"][0])})
+            init, trained, run = trunks(args.compare / f"{row}-seed{seed}")
+            stats["init"].append(spectrum_stats(conv5_samples(init, run, args.frames)))
+            stats["trained"].append({**spectrum_stats(conv5_samples(trained, run, args.frames)),
+                                     "moved": moved(init, trained)})
         table[row] = {when: {k: float(np.mean([v[k] for v in vals])) for k in vals[0]} for when, vals in stats.items()}
         table[row]["mAP"] = report["rows"][row]["mAP"]["mean"]
     results = {"compare": str(args.compare), "machine": machine(), "frames": args.frames, "seeds": args.seeds,

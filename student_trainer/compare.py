@@ -28,8 +28,8 @@ from shared.atomic import write_json_atomic, write_text_atomic
 from shared.errors import ConfigError
 from shared.manifest import Manifest, read_manifest
 from shared.modalities import modality
-from student_trainer.detect import evaluate_run_on, run_detect
-from student_trainer.detect_eval import evaluate_fused
+from student_trainer.detect import detect_once, evaluate_run_on
+from student_trainer.detect_eval import evaluate_fused, fused_map_by_weight
 from student_trainer.detect_settings import CompareSettings, DetectSettings
 from student_trainer.fusion import FUSION_WEIGHTS, choose_fusion_weight
 from student_trainer.voc_eval import EvalResult
@@ -66,12 +66,8 @@ METHODS: tuple[Method, ...] = (*_INITS, *(m.frozen_variant() for m in _INITS))
 
 
 def _detect(s: CompareSettings, out: Path, **kw: Any) -> dict[str, Any]:
-    summary = out / "summary.json"
-    if summary.is_file():  # finished earlier: reuse (every run is deterministic given its settings)
-        return json.loads(summary.read_text())
-    settings = DetectSettings(manifest=s.manifest, out=out, profile=s.profile, proposals=s.proposals,
-                              device=s.device, progress=s.progress, resume=True, **kw)
-    return run_detect(settings)
+    return detect_once(DetectSettings(manifest=s.manifest, out=out, profile=s.profile, proposals=s.proposals,
+                                      device=s.device, progress=s.progress, resume=True, **kw))
 
 
 def _rgb_alone(s: CompareSettings, test_split: str) -> Path:
@@ -121,7 +117,7 @@ def _fusion_chosen_on(s: CompareSettings, manifest: Manifest, rgb_dir: Path, val
     for seed in s.seeds:
         run = s.out / f"transfer-seed{seed}"
         val = evaluate_run_on(run, val_split, device=s.device, progress=s.progress)
-        val_map = {w: evaluate_fused(rgb_val, val, manifest, val_split, weight=w).mean_ap for w in FUSION_WEIGHTS}
+        val_map = fused_map_by_weight(rgb_val, val, manifest, val_split, FUSION_WEIGHTS)
         weight = choose_fusion_weight(val_map)
         test = evaluate_fused(rgb_dir, run, manifest, test_split, weight=weight, out=s.out / f"fusion-val-seed{seed}")
         runs.append({**_fused_run(test), "weight": weight, "val_split": val_split,

@@ -48,7 +48,8 @@ from student_trainer.student import copy_rgb_weights
 from student_trainer.transfer_data import BatchSchedule
 from student_trainer.voc_eval import evaluate_detections
 
-__all__ = ["DetectRun", "build_detect", "evaluate_run_on", "run_detect", "split_eval_dir"]
+__all__ = ["DetectRun", "build_detect", "detect_once", "evaluate_run_on", "run_detect", "run_settings",
+           "split_eval_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +225,21 @@ def run_detect(s: DetectSettings) -> dict[str, Any]:
     return summary
 
 
+def detect_once(s: DetectSettings) -> dict[str, Any]:
+    """The summary of the finished run in ``s.out`` (only re-read: a run is deterministic given its settings), else
+    :func:`run_detect` (resuming a checkpoint there)."""
+    summary = s.out / "summary.json"
+    if summary.is_file():
+        return json.loads(summary.read_text())
+    return run_detect(s.model_copy(update={"resume": True}))
+
+
+def run_settings(run_dir: Path, **overrides: Any) -> DetectSettings:
+    """The settings a detector run in ``run_dir`` was made with (its config.json), with ``overrides``."""
+    config = json.loads((run_dir / "config.json").read_text())["settings"]
+    return DetectSettings.model_validate({**config, **overrides})
+
+
 def split_eval_dir(run_dir: Path, split: str) -> Path:
     """Where :func:`evaluate_run_on` leaves a run's evaluation on another split than its test split."""
     return run_dir / f"eval-{split}"
@@ -244,8 +260,7 @@ def evaluate_run_on(run_dir: Path, split: str, *, device: str = "auto", progress
         return out
     if not (run_dir / "summary.json").is_file():
         raise ConfigError(f"{run_dir} is not a finished detector run (no summary.json): train it first")
-    config = json.loads((run_dir / "config.json").read_text())["settings"]
-    s = DetectSettings.model_validate({**config, "test_split": split, "device": device, "progress": progress})
+    s = run_settings(run_dir, test_split=split, device=device, progress=progress)
     run = build_detect(s)  # raises ConfigError for a split without labelled frames
     run.model.load_state_dict(load_checkpoint(run_dir / "checkpoint.pt")["model"])
     dev = select_device(s.device)

@@ -31,7 +31,7 @@ from student_trainer.engine import evaluate
 from student_trainer.fusion import fuse_outputs
 from student_trainer.voc_eval import EvalResult, ap_table_markdown, evaluate_detections, save_pr_curves
 
-__all__ = ["ROI_OUTPUTS", "RoIOutputs", "evaluate_fused", "score_frames", "write_evaluation"]
+__all__ = ["ROI_OUTPUTS", "RoIOutputs", "evaluate_fused", "fused_map_by_weight", "score_frames", "write_evaluation"]
 
 ROI_OUTPUTS = "roi_outputs.npz"
 
@@ -132,6 +132,41 @@ def write_evaluation(out: Path, name: str, result: EvalResult, dets: dict[str, t
     return report
 
 
+def _fusion_inputs(run_dir_a: str | Path, run_dir_b: str | Path, manifest: str | Path | Manifest,
+                   split: str | None) -> tuple[RoIOutputs, RoIOutputs, str, dict]:
+    """Both runs' RoI outputs, checked to be fusable on ``split``, with the split's ground truth."""
+    a, b = RoIOutputs.load(Path(run_dir_a) / ROI_OUTPUTS), RoIOutputs.load(Path(run_dir_b) / ROI_OUTPUTS)
+    split = split or a.split
+    for name, o in (("a", a), ("b", b)):
+        if o.split != split:
+            raise DataError(f"run {name} ({run_dir_a if name == 'a' else run_dir_b}) was evaluated on split "
+                            f"{o.split!r}, fusion asked for {split!r}")
+    if a.frame_ids != b.frame_ids or a.classes != b.classes:
+        raise DataError(f"{run_dir_a} and {run_dir_b} scored different frames or classes "
+                        f"({len(a.frame_ids)} vs {len(b.frame_ids)} frames)")
+    if not (np.array_equal(a.offsets, b.offsets) and np.array_equal(a.proposals, b.proposals)):
+        raise DataError(f"{run_dir_a} and {run_dir_b} scored different proposals; late fusion needs both "
+                        "detectors evaluated with the same --proposals (and --max-proposals)")
+    m = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
+    if list(m.classes) != a.classes:
+        raise DataError(f"{m.source} lists classes {m.classes}, the detectors were trained on {a.classes}")
+    gt = split_ground_truth(m, split)
+    scored = set(a.frame_ids)
+    missing = [f for f in gt if f not in scored]
+    if missing:
+        raise DataError(f"{len(missing)} labelled frame(s) of {split!r} were not scored by the detectors, e.g. "
+                        f"{missing[:3]}")
+    return a, b, split, gt
+
+
+def _fused_detections(a: RoIOutputs, b: RoIOutputs, weight: float, score_thresh: float, nms_thresh: float,
+                      max_detections: int) -> dict[str, tuple]:
+    logits, deltas = fuse_outputs(torch.from_numpy(a.logits), torch.from_numpy(a.deltas),
+                                  torch.from_numpy(b.logits), torch.from_numpy(b.deltas), weight)
+    return a.detections(logits.numpy(), deltas.numpy(), score_thresh=score_thresh, nms_thresh=nms_thresh,
+                        max_detections=max_detections)
+
+
 def evaluate_fused(
     run_dir_a: str | Path,
     run_dir_b: str | Path,
@@ -161,32 +196,27 @@ def evaluate_fused(
         DataError: the runs scored different frames, proposals or classes, or another split than ``split``.
         FileNotFoundError: a run folder without ``roi_outputs.npz``.
     """
-    a, b = RoIOutputs.load(Path(run_dir_a) / ROI_OUTPUTS), RoIOutputs.load(Path(run_dir_b) / ROI_OUTPUTS)
-    split = split or a.split
-    for name, o in (("a", a), ("b", b)):
-        if o.split != split:
-            raise DataError(f"run {name} ({run_dir_a if name == 'a' else run_dir_b}) was evaluated on split "
-                            f"{o.split!r}, fusion asked for {split!r}")
-    if a.frame_ids != b.frame_ids or a.classes != b.classes:
-        raise DataError(f"{run_dir_a} and {run_dir_b} scored different frames or classes "
-                        f"({len(a.frame_ids)} vs {len(b.frame_ids)} frames)")
-    if not (np.array_equal(a.offsets, b.offsets) and np.array_equal(a.proposals, b.proposals)):
-        raise DataError(f"{run_dir_a} and {run_dir_b} scored different proposals; late fusion needs both "
-                        "detectors evaluated with the same --proposals (and --max-proposals)")
-    logits, deltas = fuse_outputs(torch.from_numpy(a.logits), torch.from_numpy(a.deltas),
-                                  torch.from_numpy(b.logits), torch.from_numpy(b.deltas), weight)
-    dets = a.detections(logits.numpy(), deltas.numpy(), score_thresh=score_thresh, nms_thresh=nms_thresh,
-                        max_detections=max_detections)
-    m = manifest if isinstance(manifest, Manifest) else read_manifest(manifest)
-    if list(m.classes) != a.classes:
-        raise DataError(f"{m.source} lists classes {m.classes}, the detectors were trained on {a.classes}")
-    gt = split_ground_truth(m, split)
-    missing = [f for f in gt if f not in dets]
-    if missing:
-        raise DataError(f"{len(missing)} labelled frame(s) of {split!r} were not scored by the detectors, e.g. "
-                        f"{missing[:3]}")
+    a, b, split, gt = _fusion_inputs(run_dir_a, run_dir_b, manifest, split)
+    dets = _fused_detections(a, b, weight, score_thresh, nms_thresh, max_detections)
     result = evaluate_detections(dets, gt, a.classes)
     if out is not None:
         write_evaluation(Path(out), "fusion", result, dets, {"split": split, "frames": len(gt), "weight": weight,
                                                               "runs": [str(run_dir_a), str(run_dir_b)]})
     return result
+
+
+def fused_map_by_weight(
+    run_dir_a: str | Path,
+    run_dir_b: str | Path,
+    manifest: str | Path | Manifest,
+    split: str | None,
+    weights: Sequence[float],
+    *,
+    score_thresh: float = 1e-3,
+    nms_thresh: float = 0.3,
+    max_detections: int = 100,
+) -> dict[float, float]:
+    """``{weight: mAP}`` of :func:`evaluate_fused` at each weight of a, reading and checking both runs once."""
+    a, b, split, gt = _fusion_inputs(run_dir_a, run_dir_b, manifest, split)
+    return {w: evaluate_detections(_fused_detections(a, b, w, score_thresh, nms_thresh, max_detections), gt,
+                                   a.classes).mean_ap for w in weights}

@@ -16,7 +16,7 @@ from student_trainer import detect
 from student_trainer.checkpoint import load_checkpoint, save_checkpoint
 from student_trainer.cli import main
 from student_trainer.detect import build_detect, run_detect
-from student_trainer.detect_eval import ROI_OUTPUTS, RoIOutputs, evaluate_fused
+from student_trainer.detect_eval import ROI_OUTPUTS, RoIOutputs, evaluate_fused, fused_map_by_weight
 from student_trainer.detect_settings import DetectSettings
 from student_trainer.logs import read_metrics
 from student_trainer.proposals import load_proposals, save_proposals
@@ -147,10 +147,18 @@ def test_fused_evaluation(rgb_run, hha_frozen_run, synth_tiny):
     assert evaluate_fused(rgb_dir, rgb_dir, synth_tiny).mean_ap == pytest.approx(alone, abs=1e-6)
     with pytest.raises(DataError, match="split"):
         evaluate_fused(rgb_dir, hha_frozen_run, synth_tiny, "flow_test")
+    # several weights from one read of both runs: the same numbers as one evaluate_fused per weight
+    by_weight = fused_map_by_weight(rgb_dir, hha_frozen_run, synth_tiny, "depth_test", [0.3, 0.5, 1.0])
+    assert by_weight[0.5] == pytest.approx(fused.mean_ap, abs=1e-9)
+    assert by_weight[1.0] == pytest.approx(alone, abs=1e-6)  # weight 1: detector a alone
+    assert by_weight[0.3] == pytest.approx(evaluate_fused(rgb_dir, hha_frozen_run, synth_tiny, "depth_test",
+                                                          weight=0.3).mean_ap, abs=1e-9)
 
 
 def test_a_finished_run_scores_another_split_from_its_checkpoint(rgb_run, tmp_path):
     rgb_dir, summary = rgb_run
+    assert detect.run_settings(rgb_dir, seed=7).seed == 7
+    assert detect.detect_once(detect.run_settings(rgb_dir)) == summary  # finished: re-read, not trained again
     # the test split again, from the checkpoint: the run's own evaluation, so the trained weights were loaded
     again = detect.evaluate_run_on(rgb_dir, "depth_test")
     assert json.loads((again / "eval.json").read_text())["mAP"] == pytest.approx(summary["mAP"], abs=1e-6)
