@@ -136,6 +136,8 @@ def run_compare(s: CompareSettings) -> dict[str, Any]:
         runs = []
         for seed in s.seeds:
             kw = {"trunk_checkpoint": ckpts[m.source]} if m.source else {}
+            if s.iterations is not None:
+                kw["iterations"] = s.iterations
             runs.append(_detect(s, s.out / f"{m.key}-seed{seed}", modality=s.modality, init=m.init, seed=seed,
                                 freeze_trunk=m.frozen, trunk_lr_mult=s.trunk_lr_mult, **kw))
         rows[m.key] = {"label": m.label, "mAP": seed_stats([r["mAP"] for r in runs]), "runs": runs}

@@ -174,6 +174,8 @@ class CompareSettings(BaseSettings):
     profile: Literal["tiny", "quick", "full"] = Field("quick", description="detector size profile")
     trunk_lr_mult: float = Field(1.0, ge=0, description="fine-tuned rows: the trunk learns at the detector's lr x "
                                  "this (the same for every init)")
+    iterations: int | None = Field(None, ge=1, description="optimiser steps of every modality detector (default: "
+                                   "the profile's; RGB alone keeps its own run's)")
     fusion_val_split: str | None = Field(
         None, description="labelled split on which each seed's late-fusion RGB weight is chosen (an extra fusion row "
         "besides the paper's 0.5; default: the modality's validation split, depth_val / flow_val, where the manifest "

@@ -104,13 +104,13 @@ class DemoSettings(BaseSettings):
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": {"out": "runs/demo-tiny", "seeds": [0], "teachers": ["adapted", "imagenet"], "rgb_init": "imagenet",
                  "transfer_iterations": 40, "flow_method": "dis-fine", "flow_ceiling": True, "amp": False,
-                 "trunk_lr_mult": 0.1},
+                 "trunk_lr_mult": 0.1, "detector_iterations": 40},
         "quick": {"out": "runs/demo", "seeds": [0, 1, 2], "teachers": ["adapted"], "rgb_init": "imagenet",
                   "transfer_iterations": 1600, "flow_method": "dis-fine", "flow_ceiling": False, "amp": True,
                   "trunk_lr_mult": 0.1},
         "paper": {"out": "runs/demo-paper", "seeds": [0, 1, 2], "teachers": ["adapted", "imagenet"],
                   "rgb_init": "imagenet", "transfer_iterations": 3200, "flow_method": "dis-fine",
-                  "flow_ceiling": True, "amp": True, "trunk_lr_mult": 0.1},
+                  "flow_ceiling": True, "amp": True, "trunk_lr_mult": 0.1, "detector_iterations": 1000},
         "full": {"out": "runs/demo-full", "seeds": [0, 1, 2], "teachers": ["adapted", "imagenet"],
                  "rgb_init": "imagenet", "transfer_iterations": 20000, "flow_method": "dis-fine",
                  "flow_ceiling": True, "amp": None},
@@ -139,6 +139,10 @@ class DemoSettings(BaseSettings):
         1.0, ge=0, description="the comparisons' fine-tuned detectors: the trunk learns at the detector's lr x this, "
         "for every init (quick / paper: 0.1; at 1 the CPU schedule's lr 0.03 washes out what an init carries: "
         "BENCHMARKS.md, \"Fine-tuning washout\")")
+    detector_iterations: int | None = Field(
+        None, ge=1, description="steps of the comparisons' detectors (default: the detector profile's, 500 on the "
+        "CPU profiles; paper: 1000, where the random-trunk baselines stop being undertrained: BENCHMARKS.md, "
+        "\"Detector schedule\")")
     device: str = Field("auto", description="device of every training process ('auto': CUDA when present)")
 
     @model_validator(mode="before")
@@ -219,8 +223,8 @@ class Demo:
     def rgb_teachers(self) -> None:
         init = (["--init", "copy-rgb", "--trunk-checkpoint", self.runs / "imagenet" / "checkpoint.pt"]
                 if self.s.rgb_init == "imagenet" else ["--init", "random"])
-        # Labelled RGB is the plentiful modality: the teacher gets 3x the detectors' iterations on the CPU profiles
-        # (detector steps are cheap there), since a weak teacher has little to transfer.
+        # Labelled RGB is the plentiful modality: the teacher gets 3x the quick detector profile's 500 steps on the
+        # CPU profiles (detector steps are cheap there), since a weak teacher has little to transfer.
         longer = ["--iterations", "1500"] if self.child == "quick" else []
         for name, extra in (("rgb", [*init, *longer]), ("rgb-untrained", ["--init", "random", "--iterations", "0"])):
             if not summaries_exist([self.runs / name]):
@@ -272,6 +276,7 @@ class Demo:
                     "--rgb-run", self.runs / "rgb", "--copy-rgb", self.runs / t.checkpoint,
                     "--transfer", self.student(t, v) / "checkpoint.pt", *control, "--seeds", *seeds,
                     "--trunk-lr-mult", self.s.trunk_lr_mult,
+                    *(["--iterations", self.s.detector_iterations] if self.s.detector_iterations else []),
                     "--device", self.s.device, *self.common]))
             self._parallel(jobs, env)
 

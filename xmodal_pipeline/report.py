@@ -173,7 +173,8 @@ def write_demo_report(demo: Demo) -> Path:
              f"Teachers {', '.join(TEACHERS[t].label for t in s.teachers)} and the untrained control; the RGB "
              f"detector starts from {'the ImageNet-like teacher' if s.rgb_init == 'imagenet' else 'a random trunk'}; "
              f"students {s.transfer_iterations} steps; flow images `{s.flow_method}`"
-             f"{' (+ the exact-flow ceiling)' if s.flow_ceiling else ''}; detector seeds {s.seeds}; fine-tuned "
+             f"{' (+ the exact-flow ceiling)' if s.flow_ceiling else ''}; detector seeds {s.seeds}"
+             f"{f', {s.detector_iterations} steps each' if s.detector_iterations else ''}; fine-tuned "
              f"detectors' trunk at lr x{s.trunk_lr_mult:g}; mixed precision "
              f"{'bfloat16 on CPU' if s.amp else 'off' if s.amp is False else 'CUDA only'}.\n"]
     sheet = demo.data / "contact_sheet.png"

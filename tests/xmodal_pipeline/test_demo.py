@@ -24,18 +24,21 @@ def test_each_profile_has_its_own_default_folder(profile, out, monkeypatch):
 
 
 def test_paper_profile_is_the_full_protocol_and_flags_override_it(monkeypatch):
-    for name in ("SEEDS", "TEACHERS", "TRANSFER_ITERATIONS", "FLOW_CEILING"):
+    for name in ("SEEDS", "TEACHERS", "TRANSFER_ITERATIONS", "FLOW_CEILING", "DETECTOR_ITERATIONS"):
         monkeypatch.delenv(f"XMODAL_DEMO_{name}", raising=False)
     paper = DemoSettings(profile="paper")
     assert len(paper.seeds) >= 3 and set(paper.teachers) == {"adapted", "imagenet"} and paper.flow_ceiling
     assert paper.rgb_init == "imagenet" and paper.uses_pretraining and paper.transfer_iterations >= 1600
+    assert paper.detector_iterations == 1000 and DemoSettings(profile="quick").detector_iterations is None
     names = [v.name for v in Demo(paper, procs=None).variants]  # type: ignore[arg-type]
     assert names == ["hha", "flow", "flow-gt"]
     mine = DemoSettings(profile="paper", seeds=[4], teachers=["adapted"], rgb_init="random", flow_ceiling=False)
     assert (mine.seeds, mine.teachers, mine.uses_pretraining) == ([4], ["adapted"], False)
     assert [v.name for v in Demo(mine, procs=None).variants] == ["hha", "flow"]  # type: ignore[arg-type]
     monkeypatch.setenv("XMODAL_DEMO_TRANSFER_ITERATIONS", "123")
-    assert DemoSettings(profile="paper").transfer_iterations == 123
+    monkeypatch.setenv("XMODAL_DEMO_DETECTOR_ITERATIONS", "77")
+    assert (DemoSettings(profile="paper").transfer_iterations, DemoSettings(profile="paper").detector_iterations) == (
+        123, 77)
     with pytest.raises(ValueError):
         DemoSettings(profile="paper", teachers=["vgg"])
 

@@ -42,6 +42,10 @@ def test_tiny_demo_in_the_papers_shape(tmp_path):
     copied = json.loads((second / "copy-rgb-seed0" / "config.json").read_text())["init"]["checkpoint"]
     assert copied.endswith("imagenet/checkpoint.pt")
     assert "control-seed0" not in os.listdir(second)
+    # the comparisons' detectors train the profile's detector_iterations (40), the RGB detector its own (30)
+    for row in ("no-init-seed0", "control-frozen-seed0", "transfer-seed0"):
+        assert json.loads((runs / "compare-flow" / row / "config.json").read_text())["settings"]["iterations"] == 40
+    assert json.loads((runs / "rgb" / "config.json").read_text())["settings"]["iterations"] == 30
     results = json.loads((out / "report" / "results.json").read_text())
     assert set(results["tables"]) == {"hha", "flow", "flow-gt"}
     rows = results["tables"]["hha"]["table"]["rows"]
