@@ -159,6 +159,15 @@ def test_a_finished_run_scores_another_split_from_its_checkpoint(rgb_run, tmp_pa
     rgb_dir, summary = rgb_run
     assert detect.run_settings(rgb_dir, seed=7).seed == 7
     assert detect.detect_once(detect.run_settings(rgb_dir)) == summary  # finished: re-read, not trained again
+    # re-read only with the settings it was made with (where and how it reports may change); never silently stale
+    assert detect.detect_once(detect.run_settings(rgb_dir, progress=True, loader_workers=0, device="cpu")) == summary
+    iterations, lr = summary["iterations"], detect.run_settings(rgb_dir).lr
+    with pytest.raises(ConfigError, match=f"made with iterations={iterations}, lr={lr}; this run asks for "
+                                          f"iterations={iterations + 1}, lr=0.5: give it another --out"):
+        detect.detect_once(detect.run_settings(rgb_dir, iterations=iterations + 1, lr=0.5))
+    with pytest.raises(ConfigError, match="trunk_lr_mult"):
+        run_detect(detect.run_settings(rgb_dir, trunk_lr_mult=0.25, resume=True))
+    assert json.loads((rgb_dir / "config.json").read_text())["settings"]["trunk_lr_mult"] != 0.25  # left as it was
     # the test split again, from the checkpoint: the run's own evaluation, so the trained weights were loaded
     again = detect.evaluate_run_on(rgb_dir, "depth_test")
     assert json.loads((again / "eval.json").read_text())["mAP"] == pytest.approx(summary["mAP"], abs=1e-6)
