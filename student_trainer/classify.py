@@ -35,7 +35,7 @@ from shared.nets.trunks import AlexNetTrunk, trunk_spec
 from student_trainer.checkpoint import git_revision, load_checkpoint, save_checkpoint
 from student_trainer.classify_settings import ClassifySettings
 from student_trainer.engine import StepResult, TrainLoop, evaluate, rng_state
-from student_trainer.logs import MetricsLog, read_metrics, write_run_config
+from student_trainer.logs import MetricsLog, check_same_run, read_metrics, write_run_config
 from student_trainer.optim import make_optimizer
 from student_trainer.transfer_data import BatchSchedule
 from student_trainer.worker_errors import WorkerFailure, worker_safe
@@ -186,6 +186,8 @@ def run_classify(s: ClassifySettings) -> dict[str, Any]:
     model = CropClassifier(AlexNetTrunk(trunk_spec(s.trunk, **s.trunk_overrides())), len(manifest.classes))
     model.to(device, memory_format=torch.channels_last)
     ckpt_path = s.out / "checkpoint.pt"
+    if s.resume:
+        check_same_run(s, "a crop classifier run", resume=True)
     state = load_checkpoint(ckpt_path) if s.resume and ckpt_path.is_file() else None
     if state and state.get("classes") != manifest.classes:
         raise ConfigError(f"{ckpt_path} classifies {len(state.get('classes') or [])} other classes; this run has "

@@ -41,7 +41,7 @@ from student_trainer.detect_eval import ROI_OUTPUTS, score_frames, write_evaluat
 from student_trainer.detect_settings import DetectSettings
 from student_trainer.detector import FastRCNN, fast_rcnn_loss, sample_rois
 from student_trainer.engine import StepResult, TrainLoop, rng_state
-from student_trainer.logs import MetricsLog, read_metrics, write_run_config
+from student_trainer.logs import MetricsLog, check_same_run, read_metrics, write_run_config
 from student_trainer.optim import make_optimizer
 from student_trainer.proposals import default_cache_path, generate_proposals, load_proposals
 from student_trainer.student import copy_rgb_weights
@@ -202,36 +202,10 @@ def _evaluate(run: DetectRun, device: torch.device, split: str, out: Path) -> di
                             {"split": split, "frames": len(run.test_frames), "modality": s.modality, "init": s.init})
 
 
-# where and how a run reports, not what it computes: a rerun may change these
-_OPERATIONAL = frozenset({"out", "device", "progress", "resume", "loader_workers", "log_every", "checkpoint_every",
-                          "eval_batch_size"})
-
-
-def check_same_run(s: DetectSettings) -> None:
-    """Refuse to resume or re-read a run in ``s.out`` that was made with other settings: a finished run is reused
-    as it is, so a changed setting (say ``iterations``) would otherwise be ignored without a word."""
-    config = s.out / "config.json"
-    if not config.is_file() or not any((s.out / name).is_file() for name in ("summary.json", "checkpoint.pt")):
-        return
-    before = json.loads(config.read_text())["settings"]
-    now = json.loads(s.model_dump_json())
-
-    def same(key: str, a: Any, b: Any) -> bool:
-        paths = isinstance(a, str) and isinstance(b, str) and isinstance(getattr(s, key), Path)
-        return Path(a).resolve() == Path(b).resolve() if paths else a == b
-
-    changed = [k for k, v in now.items() if k not in _OPERATIONAL and k in before and not same(k, before[k], v)]
-    if changed:
-        raise ConfigError(f"{s.out} holds a detector run made with "
-                          + ", ".join(f"{k}={before[k]!r}" for k in changed) + "; this run asks for "
-                          + ", ".join(f"{k}={now[k]!r}" for k in changed)
-                          + ": give it another --out, or delete that folder to train it again")
-
-
 def run_detect(s: DetectSettings) -> dict[str, Any]:
     """Train (or resume) a detector, evaluate it on the test split; returns the summary (also summary.json)."""
     if s.resume:
-        check_same_run(s)
+        check_same_run(s, "a detector run", resume=True)
     run = build_detect(s)
     device = select_device(s.device)
     # NHWC on CPU too: one code path, and no slower there (bench/cpu_layout.py)
@@ -255,8 +229,9 @@ def run_detect(s: DetectSettings) -> dict[str, Any]:
 
 def detect_once(s: DetectSettings) -> dict[str, Any]:
     """The summary of the finished run in ``s.out`` (only re-read: a run is deterministic given its settings), else
-    :func:`run_detect` (resuming a checkpoint there)."""
-    check_same_run(s)
+    :func:`run_detect` (resuming a checkpoint there). A run there made with other settings, ``iterations``
+    included, is refused: what this returns stands for ``s``."""
+    check_same_run(s, "a detector run")
     summary = s.out / "summary.json"
     if summary.is_file():
         return json.loads(summary.read_text())

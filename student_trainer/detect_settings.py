@@ -64,6 +64,7 @@ _PROPOSAL_METHODS = Literal["hybrid", "edge_boxes", "selective_search"]
 class DetectSettings(TrainSettings):
     model_config = SettingsConfigDict(env_prefix="STUDENT_DETECT_", extra="ignore")
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = DETECT_PROFILES
+    RERUN_MAY_CHANGE: ClassVar[frozenset[str]] = TrainSettings.RERUN_MAY_CHANGE | {"eval_batch_size"}
 
     modality: ModalityName = Field(description=f"detector input modality: one of {names()}")
     manifest: Path = Field(description="manifest with labelled frames (HHA / flow images encoded)")
@@ -131,6 +132,10 @@ class DetectSettings(TrainSettings):
     @property
     def trunk_frozen(self) -> bool:
         return self.freeze_trunk or self.init == "transfer-frozen"
+
+    def rerun_may_change(self) -> frozenset[str]:
+        # a frozen trunk does not learn, so its lr factor changes nothing (bench.shape reuses frozen runs so)
+        return super().rerun_may_change() | ({"trunk_lr_mult"} if self.trunk_frozen else set())
 
 
 class ProposalSettings(BaseSettings):

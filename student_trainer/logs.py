@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from shared.atomic import write_json_atomic, write_text_atomic
+from shared.errors import ConfigError
+from student_trainer.train_settings import TrainSettings
 
-__all__ = ["MetricWindow", "MetricsLog", "read_metrics", "write_run_config"]
+__all__ = ["MetricWindow", "MetricsLog", "check_same_run", "read_metrics", "write_run_config"]
 
 
 class MetricWindow:
@@ -70,3 +72,27 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 def write_run_config(out: Path, config: dict[str, Any]) -> Path:
     """Dump the settings and the command line into the run folder (for reproduction)."""
     return write_json_atomic(out / "config.json", {"argv": sys.argv, "pid": os.getpid(), **config}, default=str)
+
+
+def check_same_run(s: TrainSettings, what: str, resume: bool = False) -> None:
+    """Refuse to go on with the run in ``s.out`` (one with a checkpoint or a summary) when ``s`` differs from the
+    settings its ``config.json`` records: a finished run is reused as it is, so a changed setting (say
+    ``iterations``) would otherwise be ignored without a word. The settings' ``rerun_may_change()`` fields (where
+    and how a run reports), fields the file predates, and with ``resume`` (an explicit ``--resume``, which may train
+    a run on for longer) ``iterations`` may differ; paths compare as resolved paths."""
+    config = s.out / "config.json"
+    if not config.is_file() or not any((s.out / n).is_file() for n in ("summary.json", "checkpoint.pt")):
+        return
+    may_change = s.rerun_may_change() | ({"iterations"} if resume else set())
+    before = json.loads(config.read_text())["settings"]
+    now = json.loads(s.model_dump_json())
+
+    def same(key: str, a: Any, b: Any) -> bool:
+        paths = isinstance(a, str) and isinstance(b, str) and isinstance(getattr(s, key), Path)
+        return Path(a).resolve() == Path(b).resolve() if paths else a == b
+
+    changed = [k for k, v in now.items() if k not in may_change and k in before and not same(k, before[k], v)]
+    if changed:
+        raise ConfigError(f"{s.out} holds {what} made with " + ", ".join(f"{k}={before[k]!r}" for k in changed)
+                          + "; this run asks for " + ", ".join(f"{k}={now[k]!r}" for k in changed)
+                          + ": give it another --out, or delete that folder to run it again")

@@ -59,6 +59,13 @@ class TrainSettings(BaseSettings):
     """Fields every training command has (each subclass sets its env prefix, profiles and own defaults)."""
 
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = {}
+    # where and how a run reports, not what it computes: a resumed or re-read run may change these
+    RERUN_MAY_CHANGE: ClassVar[frozenset[str]] = frozenset(
+        {"out", "device", "progress", "resume", "loader_workers", "log_every", "checkpoint_every"})
+
+    def rerun_may_change(self) -> frozenset[str]:
+        """Fields a resumed or re-read run may change: where and how it reports, not what it computes."""
+        return self.RERUN_MAY_CHANGE
 
     manifest: Path = Field(description="manifest of the frames to train on")
     out: Path = Field(description="run folder: checkpoint.pt, metrics.jsonl, config.json, summary.json")

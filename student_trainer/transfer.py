@@ -35,7 +35,7 @@ from shared.modalities import Modality, modality
 from shared.nets.trunks import AlexNetTrunk, trunk_spec
 from student_trainer.checkpoint import git_revision, load_checkpoint, save_checkpoint
 from student_trainer.engine import StepResult, TrainLoop, evaluate, optimizer_step, rng_state
-from student_trainer.logs import MetricsLog, write_run_config
+from student_trainer.logs import MetricsLog, check_same_run, write_run_config
 from student_trainer.optim import make_optimizer
 from student_trainer.student import TransferModel, copy_rgb_weights, student_spec_for, target_geometry
 from student_trainer.transfer_data import BatchSchedule, TransferBatches
@@ -221,6 +221,8 @@ def _replicate(model: torch.nn.Module, ranks: Ranks, device: torch.device) -> to
 
 def _train(s: TransferSettings, ranks: Ranks, device: torch.device) -> dict[str, Any]:
     ckpt_path = s.out / "checkpoint.pt"
+    if s.resume:
+        check_same_run(s, "a student", resume=True)
     state = load_checkpoint(ckpt_path) if s.resume and ckpt_path.is_file() else None
     first = int(state["step"]) if state else 0
     run = build_transfer(s, first_step=first, ranks=ranks)

@@ -28,6 +28,10 @@ FLIP_MODES = ("exact", "mirrored", "none")
 class TransferSettings(TrainSettings):
     model_config = SettingsConfigDict(env_prefix="STUDENT_", extra="ignore")
     PROFILES: ClassVar[dict[str, dict[str, Any]]] = TRANSFER_PROFILES
+    # the service may move (the teacher's identity is checked against the checkpoint's) and the held-out
+    # evaluation is redone at the end of every run
+    RERUN_MAY_CHANGE: ClassVar[frozenset[str]] = TrainSettings.RERUN_MAY_CHANGE | {
+        "teacher_url", "teacher_token", "teacher_wait", "teacher_backoff_max", "prefetch", "cache_dir", "eval_splits"}
 
     modality: StudentModality = Field(description=f"student modality (its image is the student input): one of "
                                       f"{names(students_only=True)}")

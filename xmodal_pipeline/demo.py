@@ -45,6 +45,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from shared.errors import XModalError
 from shared.settings import IntList, add_settings_arguments, settings_from_args
 from student_trainer.train_settings import apply_profile
+from xmodal_data.importers.stamp import check_stamp
 from xmodal_pipeline.procs import ChildProcesses
 from xmodal_pipeline.stages import (
     TIMINGS,
@@ -149,6 +150,11 @@ class DemoSettings(BaseSettings):
     @classmethod
     def _profile_defaults(cls, data: Any) -> Any:
         return apply_profile(data, cls.PROFILES)
+
+    def stamp(self) -> dict[str, Any]:
+        """The settings that shape the outputs: a rerun into the same ``--out`` must give the same ones (teachers
+        and seeds may grow, the device may change), as the recipes' ``import.json``."""
+        return self.model_dump(mode="json", exclude={"out", "teachers", "seeds", "device"})
 
     @property
     def uses_pretraining(self) -> bool:
@@ -302,7 +308,13 @@ class Demo:
     def _compare_done(self) -> bool:
         return summaries_exist((self.compare_run(t, v) for t in self.teachers for v in self.variants), "compare.json")
 
+    def check_folder(self) -> None:
+        """Record the settings in ``<out>/import.json``, or refuse a rerun with others: every finished stage a
+        rerun reuses must stand for the settings the report names."""
+        check_stamp(self.s.out, "xmodal-demo", self.s.stamp())
+
     def run(self) -> Path:
+        self.check_folder()
         stages = [
             ("dataset", self.dataset, self._dataset_done),
             *([("pretraining", self.pretraining, lambda: summaries_exist([self.runs / "imagenet"]))]

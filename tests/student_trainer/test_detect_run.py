@@ -155,6 +155,13 @@ def test_fused_evaluation(rgb_run, hha_frozen_run, synth_tiny):
                                                           weight=0.3).mean_ap, abs=1e-9)
 
 
+def test_a_frozen_run_is_reused_at_any_trunk_lr_factor_its_trunk_never_learns_at(hha_frozen_run):
+    summary = json.loads((hha_frozen_run / "summary.json").read_text())
+    assert detect.detect_once(detect.run_settings(hha_frozen_run, trunk_lr_mult=0.1)) == summary
+    with pytest.raises(ConfigError, match="made with lr="):
+        detect.detect_once(detect.run_settings(hha_frozen_run, lr=0.5))
+
+
 def test_a_finished_run_scores_another_split_from_its_checkpoint(rgb_run, tmp_path):
     rgb_dir, summary = rgb_run
     assert detect.run_settings(rgb_dir, seed=7).seed == 7
@@ -165,7 +172,7 @@ def test_a_finished_run_scores_another_split_from_its_checkpoint(rgb_run, tmp_pa
     with pytest.raises(ConfigError, match=f"made with iterations={iterations}, lr={lr}; this run asks for "
                                           f"iterations={iterations + 1}, lr=0.5: give it another --out"):
         detect.detect_once(detect.run_settings(rgb_dir, iterations=iterations + 1, lr=0.5))
-    with pytest.raises(ConfigError, match="trunk_lr_mult"):
+    with pytest.raises(ConfigError, match="trunk_lr_mult"):  # --resume may train on for longer, not differently
         run_detect(detect.run_settings(rgb_dir, trunk_lr_mult=0.25, resume=True))
     assert json.loads((rgb_dir / "config.json").read_text())["settings"]["trunk_lr_mult"] != 0.25  # left as it was
     # the test split again, from the checkpoint: the run's own evaluation, so the trained weights were loaded

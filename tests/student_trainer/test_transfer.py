@@ -163,6 +163,11 @@ def test_resume_continues_exactly(tmp_path, synth_tiny, teacher_url, monkeypatch
     assert all(torch.equal(a[k], b[k]) for k in a)
     steps = [r["step"] for r in read_metrics(broken.out / "metrics.jsonl")]
     assert steps == sorted(set(steps)) and steps[-1] == 16
+    # resuming may train on for longer, not differently: another target scale is refused before any step
+    with pytest.raises(ConfigError, match="holds a student made with target_scale=None; this run asks for "
+                                          "target_scale=2.0"):
+        run_transfer(broken.model_copy(update={"resume": True, "target_scale": 2.0}))
+    assert json.loads((broken.out / "config.json").read_text())["settings"]["target_scale"] is None  # untouched
 
 
 def test_baselines_random_and_copy_rgb(tmp_path, synth_tiny, teacher_url, synth_teacher_ckpt):

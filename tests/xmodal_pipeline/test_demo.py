@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.errors import ConfigError
 from xmodal_pipeline import stages as stages_module
 from xmodal_pipeline.demo import Demo, DemoSettings
 from xmodal_pipeline.procs import error_line
@@ -41,6 +42,17 @@ def test_paper_profile_is_the_full_protocol_and_flags_override_it(monkeypatch):
         123, 77)
     with pytest.raises(ValueError):
         DemoSettings(profile="paper", teachers=["vgg"])
+
+
+def test_a_rerun_in_the_same_folder_must_ask_for_the_same_results(tmp_path):
+    def check(**kw):
+        Demo(DemoSettings(profile="tiny", out=tmp_path, **kw), procs=None).check_folder()  # type: ignore[arg-type]
+
+    check()
+    assert json.loads((tmp_path / "import.json").read_text())["settings"]["detector_iterations"] == 40
+    check(device="cpu", seeds=[0, 1])  # where it runs and how many seeds: may change
+    with pytest.raises(ConfigError, match="other settings \\(differ in: detector_iterations"):
+        check(detector_iterations=80)
 
 
 def _compare(rows: dict[str, float], frozen: dict[str, float]) -> dict:
