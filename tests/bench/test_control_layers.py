@@ -61,5 +61,5 @@ def test_a_batchnorm_spec_on_a_trunk_without_batchnorm_is_refused(tmp_path):
     path = tmp_path / "control.pt"
     save_checkpoint(path, {"model": model.state_dict(), "modality": "hha", "step": 9,
                            "trunk": model.trunk.describe(modality("hha").mean, modality("hha").std)})
-    with pytest.raises(ValueError, match="no layer conv5.1.*BatchNorm is off"):
+    with pytest.raises(ValueError, match=r"no layer conv5\.1 .*BatchNorm is off"):
         hybrid_checkpoint(path, "conv5.bn", seed=0, out=tmp_path / "hybrid.pt")

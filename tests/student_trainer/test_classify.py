@@ -77,7 +77,7 @@ def test_resume_continues_and_refuses_other_classes(pretrain, tmp_path):
     torch.save(ckpt, out / "checkpoint.pt")
     with pytest.raises(ConfigError, match="other classes"):
         run_classify(ClassifySettings(manifest=pretrain, out=out, profile="tiny", resume=True, progress=False))
-    with pytest.raises(ConfigError, match="holds a crop classifier run made with lr=.*; this run asks for lr=0.5"):
+    with pytest.raises(ConfigError, match=r"holds a crop classifier run made with lr=.*; this run asks for lr=0\.5"):
         run_classify(ClassifySettings(manifest=pretrain, out=out, profile="tiny", iterations=20, lr=0.5,
                                       resume=True, progress=False))
 

@@ -164,8 +164,8 @@ def test_resume_continues_exactly(tmp_path, synth_tiny, teacher_url, monkeypatch
     steps = [r["step"] for r in read_metrics(broken.out / "metrics.jsonl")]
     assert steps == sorted(set(steps)) and steps[-1] == 16
     # resuming may train on for longer, not differently: another target scale is refused before any step
-    with pytest.raises(ConfigError, match="holds a student made with target_scale=None; this run asks for "
-                                          "target_scale=2.0"):
+    with pytest.raises(ConfigError, match=r"holds a student made with target_scale=None; this run asks for "
+                                          r"target_scale=2\.0"):
         run_transfer(broken.model_copy(update={"resume": True, "target_scale": 2.0}))
     assert json.loads((broken.out / "config.json").read_text())["settings"]["target_scale"] is None  # untouched
 
