@@ -9,13 +9,27 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from shared.atomic import write_json_atomic
 from xmodal_pipeline.procs import free_port, poll_healthy
 
 REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+
+
+def write_results(name: str, results: dict[str, Any]) -> Path:
+    """``bench/results/<name>.json`` (atomic): what a benchmark measured, beside the table it prints."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    return write_json_atomic(RESULTS / f"{name}.json", results, indent=1)
+
+
+def seed_cell(m: dict[str, float]) -> str:
+    """A ``seed_stats`` entry of fractions as a table cell: mean ± sd in %."""
+    return f"{100 * m['mean']:.1f} ± {100 * m['std']:.1f}"
 
 
 def machine() -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from bench.common import REPO, machine
+from bench.common import machine, seed_cell, write_results
 from bench.more_seeds import train_detector
 from shared.nets.trunks import AlexNetTrunk, TrunkSpec
 from student_trainer.checkpoint import load_checkpoint, save_checkpoint
@@ -86,30 +86,29 @@ def main() -> None:
         take_prefixes(spec)  # a bad spec fails before any training
     report = json.loads((args.compare / "compare.json").read_text())
     seeds = report["seeds"]
-    table = {} if args.iterations else {"none": [r["mAP"] for r in report["rows"]["no-init"]["runs"]],
-                                        "all": [r["mAP"] for r in report["rows"]["control"]["runs"]]}
-    overrides = {} if args.iterations is None else {"iterations": args.iterations}
+    iterations = args.iterations or run_settings(args.compare / f"control-seed{seeds[0]}").iterations
+    at_comparison = args.iterations is None
+    table = {"none": [r["mAP"] for r in report["rows"]["no-init"]["runs"]],
+             "all": [r["mAP"] for r in report["rows"]["control"]["runs"]]} if at_comparison else {}
     with ProcessPoolExecutor(args.workers) as pool:
         jobs = {}
         for spec in args.take:
-            name = spec.replace(",", "+") + (f"-it{args.iterations}" if args.iterations else "")
+            name = spec.replace(",", "+") + ("" if at_comparison else f"-it{iterations}")
             for seed in seeds:
                 ckpt = hybrid_checkpoint(args.control, spec, seed, args.out / f"hybrid-{name}-seed{seed}.pt")
                 jobs[spec, seed] = pool.submit(train_detector, run_settings(
                     args.compare / f"control-seed{seed}", trunk_checkpoint=ckpt, out=args.out / f"{name}-seed{seed}",
-                    progress=False, **overrides))
+                    progress=False, iterations=iterations))
         table |= {spec: [jobs[spec, s].result() for s in seeds] for spec in args.take}
     rows = {spec: seed_stats(v) for spec, v in table.items()}
-    iterations = args.iterations or run_settings(args.compare / f"control-seed{seeds[0]}").iterations
     results = {"compare": str(args.compare), "control": str(args.control), "machine": machine(), "seeds": seeds,
                "iterations": iterations, "rows": {spec: {"mAP": m, "runs": table[spec]} for spec, m in rows.items()}}
-    (REPO / "bench" / "results").mkdir(exist_ok=True)
-    (REPO / "bench" / "results" / f"control_layers-{args.out.name}.json").write_text(json.dumps(results, indent=1))
+    write_results(f"control_layers-{args.out.name}", results)
     print(f"| {args.compare.name}: layers from the control ({iterations} steps) | fine-tuned mAP % "
           f"({len(seeds)} seeds) |\n|---|---|")
     for spec, m in rows.items():
         what = {"none": "none (no init)", "all": "all (the control)"}.get(spec, spec)
-        print(f"| {what} | {100 * m['mean']:.1f} ± {100 * m['std']:.1f} |")
+        print(f"| {what} | {seed_cell(m)} |")
 
 
 if __name__ == "__main__":

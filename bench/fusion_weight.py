@@ -16,8 +16,9 @@ import argparse
 import json
 from pathlib import Path
 
-from bench.common import REPO, machine
+from bench.common import machine, seed_cell, write_results
 from student_trainer.compare import seed_stats
+from student_trainer.detect import run_settings
 from student_trainer.detect_eval import fused_map_by_weight
 
 ROWS = ("transfer", "transfer-frozen")
@@ -30,7 +31,7 @@ def main() -> None:
                     help="weights of the RGB detector (0.5: the paper's fusion)")
     args = ap.parse_args()
     report = json.loads((args.compare / "compare.json").read_text())
-    manifest = Path(json.loads((args.compare / "transfer-seed0" / "config.json").read_text())["settings"]["manifest"])
+    manifest = run_settings(args.compare / "transfer-seed0").manifest
     rgb = report["rows"]["rgb"]["mAP"]["mean"]
     table: dict[str, dict[str, dict[str, float]]] = {}
     for row in ROWS:
@@ -39,13 +40,12 @@ def main() -> None:
         table[row] = {f"{w:g}": seed_stats([m[w] for m in per_seed]) for w in args.weights}
     results = {"compare": str(args.compare), "machine": machine(), "rgb_alone": rgb, "seeds": report["seeds"],
                "fused": table}
-    (REPO / "bench" / "results").mkdir(exist_ok=True)
-    (REPO / "bench" / "results" / f"fusion_weight-{args.compare.name}.json").write_text(json.dumps(results, indent=1))
+    write_results(f"fusion_weight-{args.compare.name}", results)
     print(f"| {args.compare.name}: RGB + transfer, mAP % (RGB alone {100 * rgb:.1f}) | " + " | ".join(
         f"w_rgb {w:g}" for w in args.weights) + " |")
     print("|---|" + "---|" * len(args.weights))
     for row in ROWS:
-        print(f"| {row} | " + " | ".join(f"{100 * c['mean']:.1f} ± {100 * c['std']:.1f}"
+        print(f"| {row} | " + " | ".join(seed_cell(c)
                                          for c in table[row].values()) + " |")
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from scipy import stats
 
-from bench.common import REPO, machine
+from bench.common import machine, seed_cell, write_results
 from student_trainer.compare import seed_stats
 from student_trainer.detect import detect_once, run_settings
 from student_trainer.detect_settings import DetectSettings
@@ -57,12 +57,10 @@ def main() -> None:
     results = {"compare": str(args.compare), "machine": machine(), "seeds": report["seeds"] + args.seeds,
                "rows": {r: {"mAP": seed_stats(v), "runs": v} for r, v in maps.items()},
                "welch_t": float(test.statistic), "p_value": float(test.pvalue)}
-    (REPO / "bench" / "results").mkdir(exist_ok=True)
-    (REPO / "bench" / "results" / f"more_seeds-{args.out.name}.json").write_text(json.dumps(results, indent=1))
+    write_results(f"more_seeds-{args.out.name}", results)
     print(f"| {args.compare.name}, {len(a)} seeds | mAP % (mean ± sd) |\n|---|---|")
     for row, v in maps.items():
-        m = seed_stats(v)
-        print(f"| {row} | {100 * m['mean']:.1f} ± {100 * m['std']:.1f} |")
+        print(f"| {row} | {seed_cell(seed_stats(v))} |")
     print(f"| difference | {100 * (seed_stats(a)['mean'] - seed_stats(b)['mean']):+.1f} (Welch t {test.statistic:.2f}, "
           f"p {test.pvalue:.3f}) |")
 

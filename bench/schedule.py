@@ -18,7 +18,7 @@ import json
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from bench.common import REPO, machine
+from bench.common import machine, seed_cell, write_results
 from bench.more_seeds import train_detector
 from student_trainer.compare import seed_stats
 from student_trainer.detect import run_settings
@@ -47,13 +47,11 @@ def main() -> None:
     results = {"compare": str(args.compare), "machine": machine(), "seeds": seeds, "comparison_iterations": base,
                "rows": {row: {str(n): {"mAP": seed_stats(runs[row][n]), "runs": runs[row][n]} for n in steps}
                         for row in args.rows}}
-    (REPO / "bench" / "results").mkdir(exist_ok=True)
-    (REPO / "bench" / "results" / f"schedule-{args.out.name}.json").write_text(json.dumps(results, indent=1))
+    write_results(f"schedule-{args.out.name}", results)
     print(f"| {args.compare.name}, mAP % ({len(seeds)} seeds) | " + " | ".join(f"{n} steps" for n in steps) + " |\n"
           + "|---" * (len(steps) + 1) + "|")
     for row in args.rows:
-        cells = (seed_stats(runs[row][n]) for n in steps)
-        print(f"| {row} | " + " | ".join(f"{100 * m['mean']:.1f} ± {100 * m['std']:.1f}" for m in cells) + " |")
+        print(f"| {row} | " + " | ".join(seed_cell(seed_stats(runs[row][n])) for n in steps) + " |")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.common import REPO, machine
+from bench.common import machine, write_results
 from student_trainer.checkpoint import load_checkpoint
 from student_trainer.detect import DetectRun, build_detect, run_settings
 from student_trainer.detect_data import EvalFrames, pad_images
@@ -98,8 +98,7 @@ def main() -> None:
         table[row]["mAP"] = report["rows"][row]["mAP"]["mean"]
     results = {"compare": str(args.compare), "machine": machine(), "frames": args.frames, "seeds": args.seeds,
                "rows": table}
-    (REPO / "bench" / "results").mkdir(exist_ok=True)
-    (REPO / "bench" / "results" / f"trunk_rank-{args.compare.name}.json").write_text(json.dumps(results, indent=1))
+    write_results(f"trunk_rank-{args.compare.name}", results)
     print(f"| {args.compare.name}: conv5 | eff. rank at init | dead at init | top-5 share at init | RMS at init | "
           "eff. rank fine-tuned | dead fine-tuned | RMS fine-tuned | moved | fine-tuned mAP |")
     print("|---|---|---|---|---|---|---|---|---|---|")

@@ -129,6 +129,7 @@ def run_compare(s: CompareSettings) -> dict[str, Any]:
     """Run (or resume) every detector of the comparison; write compare.json and report.md."""
     ckpts = {"rgb": s.copy_rgb or s.rgb_run / "checkpoint.pt", "transfer": s.transfer, "control": s.control}
     test_split = DetectSettings(modality=s.modality, manifest=s.manifest, out=s.out).default_test_split()
+    schedule = {} if s.iterations is None else {"iterations": s.iterations}
     rows: dict[str, dict[str, Any]] = {}
     for m in METHODS:
         if m.source == "control" and s.control is None:
@@ -136,10 +137,8 @@ def run_compare(s: CompareSettings) -> dict[str, Any]:
         runs = []
         for seed in s.seeds:
             kw = {"trunk_checkpoint": ckpts[m.source]} if m.source else {}
-            if s.iterations is not None:
-                kw["iterations"] = s.iterations
             runs.append(_detect(s, s.out / f"{m.key}-seed{seed}", modality=s.modality, init=m.init, seed=seed,
-                                freeze_trunk=m.frozen, trunk_lr_mult=s.trunk_lr_mult, **kw))
+                                freeze_trunk=m.frozen, trunk_lr_mult=s.trunk_lr_mult, **schedule, **kw))
         rows[m.key] = {"label": m.label, "mAP": seed_stats([r["mAP"] for r in runs]), "runs": runs}
     rgb_dir = _rgb_alone(s, test_split)
     rgb = json.loads((rgb_dir / "summary.json").read_text())
